@@ -1,0 +1,342 @@
+"""Flow and diffusion policies trained by regression onto an RFM posterior-mean target.
+
+Both policies share one network and one loss. Only the path and the quantity the network predicts
+differ:
+
+===================  =====================  ========================  ===============================
+class                path (t = 1 is data)   network predicts          regression target (detached)
+===================  =====================  ========================  ===============================
+:class:`FlowPolicy`  LinearFlow (t, 1 - t)  velocity v(t, u_t)        v* = (mu1_hat - u_t) / (1 - t)
+:class:`DiffusionPolicy` VPDiffusion        noise eps = E[u0 | u_t]   eps* = (u_t - alpha_t mu1_hat) / beta_t
+===================  =====================  ========================  ===============================
+
+The loss is the same for both (notes §2.7 and §4)::
+
+    t ~ U[t_min, 1 - t_min],  u0 ~ N(0, I),  u_t = alpha_t u1 + beta_t u0
+    mu1_hat = posterior_mean(target, u_t, t, path, K, cv)        # rfm_teach.estimators
+    L(theta) = mean over batch and dimensions of (net_theta(s, u_t, t, lambda) - stopgrad(target(mu1_hat)))^2
+
+The endpoint u1 only decides *where* u_t is drawn (any full-support distribution of u_t has the same
+minimiser, notes §1.2); what the network learns comes from the target density alone. ``cv`` is the
+single switch between noise-expectation (``"none"``), gradient-expectation (``"gradient"``) and RFM
+(``"plugin"``, ``"auto"``).
+
+Shapes: ``obs`` (B, ds) with ds possibly 0, ``u_t`` (B, d), ``t`` (B,), ``temperature`` a float or (B,).
+The policy works in the latent space u; with ``squash=True`` actions are a = tanh(u) and the target
+must be a squashed :class:`~rfm_teach.targets.Boltzmann` (its tanh Jacobian is in the weights).
+
+Derived in notebooks/06_fixed_target.ipynb.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .estimators import posterior_mean
+from .paths import GaussianPath, LinearFlow, VPDiffusion
+from .targets import Boltzmann
+
+__all__ = ["sinusoidal_embedding", "PolicyNet", "FlowPolicy", "DiffusionPolicy"]
+
+
+def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 1000.0) -> Tensor:
+    """[sin(x f_i), cos(x f_i)] with f_i = exp(-log(max_period) i / (dim/2 - 1)), i = 0 .. dim/2 - 1.
+
+    Shapes: ``x`` (B,) -> (B, dim). The frequencies span 1 down to 1/max_period (notes §5.4).
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=x.dtype, device=x.device) / max(half - 1, 1))
+    arg = x[:, None] * freqs
+    return torch.cat([torch.sin(arg), torch.cos(arg)], -1)
+
+
+class PolicyNet(nn.Module):
+    """The authors' "ScoreMLP" (notes §5.4): [s, u_t, emb(t), emb(lambda)] -> Dense + GELU -> residual blocks -> Dense d.
+
+    Embeddings. The authors feed t in [0, 1] to frequencies 1 .. 1/1000, which makes emb(t) almost
+    linear in t. We feed 1000 t instead (frequencies 1000 .. 1 on t), so the net can resolve how the
+    target changes near t = 1, where the velocity target changes fastest. The temperature enters as
+    log(lambda) (temperatures span decades; 0.02 in the authors' RL runs).
+    Initialisation: orthogonal with gain sqrt(2) as the authors; the output layer with gain 1.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128) -> None:
+        super().__init__()
+        for name, value, low in (("obs_dim", obs_dim, 0), ("act_dim", act_dim, 1), ("hidden", hidden, 1),
+                                 ("n_blocks", n_blocks, 0), ("emb_dim", emb_dim, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        if emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (sin and cos halves); got {emb_dim}")
+        self.obs_dim, self.act_dim, self.emb_dim = obs_dim, act_dim, emb_dim
+        self.inp = nn.Linear(obs_dim + act_dim + 2 * emb_dim, hidden)
+        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks))
+        self.out = nn.Linear(hidden, act_dim)
+        for layer in (self.inp, *self.blocks):
+            nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(layer.bias)
+        nn.init.orthogonal_(self.out.weight, gain=1.0)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, obs: Tensor, u_t: Tensor, t: Tensor, temperature: Tensor) -> Tensor:
+        """Shapes: obs (B, ds), u_t (B, d), t (B,), temperature (B,) -> (B, d). Inputs already validated."""
+        h = torch.cat(
+            [obs, u_t, sinusoidal_embedding(1000.0 * t, self.emb_dim), sinusoidal_embedding(torch.log(temperature), self.emb_dim)],
+            -1,
+        )
+        h = F.gelu(self.inp(h))
+        for block in self.blocks:
+            h = h + F.gelu(block(h))
+        return self.out(h)
+
+
+class _PathPolicy(nn.Module):
+    """Shared machinery: input checks, the network call, the RFM regression loss and ODE integration."""
+
+    path: GaussianPath
+    prediction: str  # the TargetKind the network outputs: "velocity" or "x0"
+    solvers: tuple[str, ...]
+
+    def __init__(self, obs_dim: int, act_dim: int, *, hidden: int, n_blocks: int, emb_dim: int,
+                 t_min: float, squash: bool) -> None:
+        super().__init__()
+        t_min = float(t_min)
+        if not (0 < t_min < 0.5):
+            raise ValueError(f"t_min must lie in (0, 0.5) (t is kept in [t_min, 1 - t_min]); got {t_min}")
+        self.net = PolicyNet(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim)
+        self.obs_dim, self.act_dim, self.t_min, self.squash = obs_dim, act_dim, t_min, bool(squash)
+
+    # ---- validation at the public boundary --------------------------------------------------------
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.net.out.weight.dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return self.net.out.weight.device
+
+    def _check_obs(self, obs: Tensor) -> Tensor:
+        if not isinstance(obs, Tensor):
+            raise TypeError(f"obs must be a torch.Tensor of shape (B, {self.obs_dim}); got {type(obs).__name__}")
+        if obs.dim() != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"obs must have shape (B, {self.obs_dim}); got {tuple(obs.shape)}")
+        return obs.to(self._dtype)
+
+    def _check_actions(self, x: Tensor, name: str, batch: int) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape ({batch}, {self.act_dim}); got {type(x).__name__}")
+        if x.shape != (batch, self.act_dim):
+            raise ValueError(f"{name} must have shape (B, d) = ({batch}, {self.act_dim}); got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+        return x.to(self._dtype)
+
+    def _check_temperature(self, temperature: float | Tensor, batch: int) -> Tensor:
+        if isinstance(temperature, Tensor):
+            temp = temperature.to(self._dtype)
+            if temp.dim() == 0:
+                temp = temp.expand(batch)
+            if temp.shape != (batch,):
+                raise ValueError(f"temperature must be a float or a tensor of shape ({batch},); got {tuple(temperature.shape)}")
+        elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+            temp = torch.full((batch,), float(temperature), dtype=self._dtype, device=self._device)
+        else:
+            raise TypeError(f"temperature must be a float or a torch.Tensor; got {type(temperature).__name__}")
+        if not bool(((temp > 0) & torch.isfinite(temp)).all()):
+            raise ValueError(f"temperature must be finite and > 0; got {temperature!r}")
+        return temp
+
+    def _check_t(self, t: Tensor, batch: int) -> Tensor:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"t must be a torch.Tensor of shape ({batch},); got {type(t).__name__}")
+        if t.shape != (batch,):
+            raise ValueError(f"t must have shape (B,) = ({batch},); got {tuple(t.shape)}")
+        if not bool(((t > 0) & (t < 1)).all()):
+            raise ValueError("t must lie strictly inside (0, 1) (t = 1 is data, t = 0 is noise)")
+        return t.to(self._dtype)
+
+    # ---- the network ------------------------------------------------------------------------------
+    def forward(self, obs: Tensor, u_t: Tensor, t: Tensor, temperature: float | Tensor) -> Tensor:
+        """The network output at (s, u_t, t, lambda): a velocity (flow) or a noise prediction (diffusion). (B, d)."""
+        obs = self._check_obs(obs)
+        batch = obs.shape[0]
+        u_t = self._check_actions(u_t, "u_t", batch)
+        return self.net(obs, u_t, self._check_t(t, batch), self._check_temperature(temperature, batch))
+
+    # ---- the RFM regression loss ------------------------------------------------------------------
+    def loss(self, obs: Tensor, u1: Tensor, target: Boltzmann, *, temperature: float, K: int = 100, cv="auto",
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """Regress the network onto the RFM target at u_t drawn around the endpoints ``u1``.
+
+        Equation (notes §2.7)::
+
+            t ~ U[t_min, 1 - t_min], u0 ~ N(0, I), u_t = alpha_t u1 + beta_t u0
+            y = to_target(posterior_mean(target, u_t, t, K, cv))      # velocity or eps, DETACHED
+            L = mean((net(s, u_t, t, lambda) - y)^2)
+
+        Args:
+            obs: (B, ds) states; ``target`` must already be the Boltzmann target of these states
+                (its q maps draws (B, K, d) -> (B, K)).
+            u1: (B, d) latent endpoints that place u_t (e.g. the policy's own samples); detached.
+            target: :class:`~rfm_teach.targets.Boltzmann`, squashed iff the policy is.
+            temperature: the lambda the network is conditioned on; must equal ``target.temperature``.
+            K, cv, generator: passed to :func:`~rfm_teach.estimators.posterior_mean`.
+
+        Returns:
+            (scalar loss, info) with info = {"ess": mean ESS, "c": mean |c|, "target_rms": rms of y}.
+        """
+        if not isinstance(target, Boltzmann):
+            raise TypeError(f"target must be a rfm_teach.targets.Boltzmann; got {type(target).__name__}")
+        if target.squash != self.squash:
+            raise ValueError(
+                f"the policy has squash={self.squash} but the target has squash={target.squash}: the latent "
+                "density (tanh Jacobian included or not) must match how the policy turns u into actions"
+            )
+        if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+            if not math.isclose(float(temperature), target.temperature, rel_tol=1e-6):
+                raise ValueError(
+                    f"temperature={temperature} conditions the network but the target was built with "
+                    f"temperature={target.temperature}; they must agree"
+                )
+        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+            raise ValueError(f"K (importance draws per row) must be an int >= 1; got {K!r}")
+        obs = self._check_obs(obs)
+        batch = obs.shape[0]
+        u1 = self._check_actions(u1, "u1", batch).detach()
+        temp = self._check_temperature(temperature, batch)
+        t = self.t_min + (1 - 2 * self.t_min) * torch.rand(batch, dtype=self._dtype, device=self._device, generator=generator)
+        u0 = torch.randn(batch, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
+        u_t = self.path.interpolate(u1, u0, t[:, None])
+        est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator)
+        # The target is a constant: no gradient may flow into the critic or back through u_t.
+        y = est.to_target(self.prediction, self.path).detach()
+        if not bool(torch.isfinite(y).all()):
+            raise FloatingPointError("the regression target has NaN or inf (check Q and the temperature)")
+        pred = self.net(obs, u_t, t, temp)
+        loss = F.mse_loss(pred, y)
+        info = {
+            "ess": float(est.ess.mean()),
+            "c": float(est.c.abs().mean()),
+            "target_rms": float(y.pow(2).mean().sqrt()),
+        }
+        return loss, info
+
+    # ---- sampling ---------------------------------------------------------------------------------
+    def _prepare_sampling(self, obs: Tensor, n: int, temperature: float, steps: int, solver: str,
+                          generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if solver not in self.solvers:
+            raise ValueError(f"unknown solver {solver!r}; expected one of {self.solvers}")
+        for name, value in (("n", n), ("steps", steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+        obs = self._check_obs(obs)
+        batch = obs.shape[0]
+        obs_rep = obs.repeat_interleave(n, 0)  # (B n, ds): row b*n + j is sample j of state b
+        temp = self._check_temperature(temperature, batch).repeat_interleave(n, 0)
+        u = torch.randn(batch * n, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
+        grid = torch.linspace(self.t_min, 1 - self.t_min, steps + 1, dtype=self._dtype, device=self._device)
+        return obs_rep, temp, u, grid
+
+    def _velocity(self, obs: Tensor, u: Tensor, t: float, temp: Tensor) -> Tensor:
+        """The marginal velocity du/dt implied by the network output at one time t."""
+        tt = torch.full((u.shape[0],), float(t), dtype=u.dtype, device=u.device)
+        out = self.net(obs, u, tt, temp)
+        return self.path.convert(out, u, tt[:, None], src=self.prediction, dst="velocity")
+
+    def _ode(self, obs: Tensor, u: Tensor, temp: Tensor, grid: Tensor, solver: str) -> Tensor:
+        """Integrate du/dt = v(t, u) over ``grid`` with Euler or Heun (explicit trapezoid)."""
+        for t0, t1 in zip(grid[:-1].tolist(), grid[1:].tolist()):
+            h = t1 - t0
+            v0 = self._velocity(obs, u, t0, temp)
+            if solver == "euler":
+                u = u + h * v0
+            else:  # heun
+                u_pred = u + h * v0
+                u = u + 0.5 * h * (v0 + self._velocity(obs, u_pred, t1, temp))
+        return u
+
+    def act(self, obs: Tensor, n: int = 1, **kwargs) -> Tensor:
+        """Actions (B, n, d): tanh of the latent samples if ``squash`` else the latents themselves."""
+        u = self.sample(obs, n, **kwargs)
+        return torch.tanh(u) if self.squash else u
+
+
+class FlowPolicy(_PathPolicy):
+    """A flow policy on the straight path u_t = t u1 + (1 - t) u0: the network is the velocity v_theta.
+
+    Sampling integrates du/dt = v_theta(t, u, s, lambda) from u ~ N(0, I) at t_min to 1 - t_min with
+    ``steps`` Euler (the authors' default, 10 steps) or Heun steps. Both ends are inset by t_min = 0.01
+    as in the authors' code: the target velocity (mu1 - u_t)/(1 - t) blows up at t = 1, and the
+    proposal std (1 - t)/t of the estimator blows up at t = 0.
+
+    Shapes: ``sample`` returns latent endpoints (B, n, d); actions are tanh(u) when ``squash``.
+    """
+
+    solvers = ("euler", "heun")
+    prediction = "velocity"
+
+    def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
+                 t_min: float = 0.01, squash: bool = True) -> None:
+        super().__init__(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, t_min=t_min, squash=squash)
+        self.path = LinearFlow()
+
+    @torch.no_grad()
+    def sample(self, obs: Tensor, n: int = 1, *, temperature: float, steps: int = 10, solver: str = "euler",
+               generator: torch.Generator | None = None) -> Tensor:
+        """Latent samples u of shape (B, n, d): ``steps`` ODE steps of the learned velocity from N(0, I)."""
+        obs_rep, temp, u, grid = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
+        u = self._ode(obs_rep, u, temp, grid, solver)
+        return u.reshape(obs.shape[0], n, self.act_dim)
+
+
+class DiffusionPolicy(_PathPolicy):
+    """A diffusion policy on the VP path (t = 1 is data): the network predicts the noise eps = E[u0 | u_t].
+
+    Training is the same RFM regression as :class:`FlowPolicy` with the target eps* = mu0_hat =
+    (u_t - alpha_t mu1_hat) / beta_t (``to_target("x0")``).
+
+    Sampling is deterministic (no injected noise). The default ``solver="ddim"`` takes ``steps`` DDIM
+    steps from t_0 = t_min over the grid t_0 < t_1 < ... < t_{S-1} (the flow policy's grid without
+    its last point) and then to t = 1::
+
+        u1_hat = (u - beta_t eps) / alpha_t,     u <- alpha_t' u1_hat + beta_t' eps
+
+    DDIM is exact for the probability-flow ODE when eps is constant over a step. Its last step lands
+    on t = 1 (alpha = 1, beta = 0), i.e. it returns the denoised u1_hat: stopping at 1 - t_min would
+    keep VP noise of std beta ≈ 0.045, a visible blur on the toys. ``"euler"`` and ``"heun"`` integrate
+    the same probability-flow ODE written as a velocity, du/dt = d_alpha mu1 + d_beta mu0, and stop
+    at 1 - t_min like the flow policy.
+    """
+
+    solvers = ("ddim", "euler", "heun")
+    prediction = "x0"
+
+    def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
+                 t_min: float = 0.01, squash: bool = True, path: VPDiffusion | None = None) -> None:
+        super().__init__(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, t_min=t_min, squash=squash)
+        if path is not None and not isinstance(path, VPDiffusion):
+            raise TypeError(f"path must be a rfm_teach.paths.VPDiffusion; got {type(path).__name__}")
+        self.path = VPDiffusion() if path is None else path
+
+    @torch.no_grad()
+    def sample(self, obs: Tensor, n: int = 1, *, temperature: float, steps: int = 10, solver: str = "ddim",
+               generator: torch.Generator | None = None) -> Tensor:
+        """Latent samples u of shape (B, n, d) from N(0, I) by ``steps`` deterministic steps."""
+        obs_rep, temp, u, grid = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
+        if solver == "ddim":
+            for i, t0 in enumerate(grid[:-1].tolist()):
+                tt = torch.full((u.shape[0], 1), t0, dtype=u.dtype, device=u.device)
+                eps = self.net(obs_rep, u, tt[:, 0], temp)
+                u1_hat = (u - self.path.beta(tt) * eps) / self.path.alpha(tt)
+                if i == len(grid) - 2:  # last step: to t = 1 where alpha = 1 and beta = 0
+                    u = u1_hat
+                else:
+                    t1 = torch.full_like(tt, float(grid[i + 1]))
+                    u = self.path.alpha(t1) * u1_hat + self.path.beta(t1) * eps
+        else:
+            u = self._ode(obs_rep, u, temp, grid, solver)
+        return u.reshape(obs.shape[0], n, self.act_dim)
