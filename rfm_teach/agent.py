@@ -1,0 +1,380 @@
+"""The off-policy actor-critic of the RFM paper's code (notes §5), with SAC in the same harness.
+
+One update of the RFM agent (``algo`` in "rfm", "noise", "gradient"; they differ only in ``cv``)::
+
+    u1  = ACT_latent(s,  M particles, "boltzmann")             # on-policy endpoints, pre-update Q
+    a'  = ACT(s', M particles, "boltzmann")                    # particle choice with the ONLINE critics
+    y   = r + gamma * mask * min_i Qtarg_i(s', a')              # no entropy term (as the authors)
+    critic: minimise sum_i mean (Q_i(s, a) - y)^2               # Adam 1e-3, global-norm clip 10
+    actor:  policy.loss(s, u1, Boltzmann(min_i Q_i(s, .), lambda, squash=True), K, cv)   # Adam 3e-4, clip 10
+    Polyak: theta_targ <- tau theta + (1 - tau) theta_targ
+
+ACT(s, M, mode) draws M latent particles u from the policy (10 Euler steps), squashes a = tanh u and
+picks one: "boltzmann" samples an index from softmax(min_i Q_i(s, a_m) / lambda) (behaviour and
+critic targets), "argmax" takes the best by Q (best-of-N evaluation, the authors' protocol), "raw"
+takes the policy's own sample (M = 1: what the learned distribution itself is worth). We report both
+evaluations.
+
+``algo="sac"`` swaps the actor for a Gaussian-tanh policy with automatic entropy tuning (Haarnoja et al.
+2018; target entropy -d) and the standard entropy-regularised backup. Critics, replay, update schedule
+and evaluation protocol are shared, so differences come from the actor alone.
+
+Temperature. The authors fix lambda = 0.02 for DeepMind Control, whose per-step rewards lie in [0, 1],
+and have no automatic mode. Rewards elsewhere have other scales (MuJoCo HalfCheetah pays up to ~10 per
+step), and exp(Q / lambda) is only meaningful relative to the scale of Q. ``temperature_mode=
+"reward_scale"`` sets lambda = temperature * std(r) with std(r) the standard deviation of the rewards
+collected during the random warm-up, frozen afterwards. Multiplying all rewards by k then multiplies
+lambda by k and leaves the target policy unchanged, and a frozen lambda keeps the actor's target
+stationary. This is our choice, not the authors'; it is untested at scale.
+
+Derived in notebooks/07_online_bandit.ipynb.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .policies import DiffusionPolicy, FlowPolicy
+from .targets import Boltzmann, log_sech2
+
+__all__ = ["ALGOS", "CV_OF_ALGO", "AgentConfig", "TwinCritic", "GaussianTanhPolicy", "Agent"]
+
+ALGOS: tuple[str, ...] = ("rfm", "noise", "gradient", "sac")
+#: The estimator each flow-family algorithm regresses onto (see rfm_teach.estimators).
+CV_OF_ALGO: dict[str, str] = {"rfm": "auto", "noise": "none", "gradient": "gradient"}
+ACT_MODES: tuple[str, ...] = ("boltzmann", "argmax", "raw")
+
+
+@dataclass
+class AgentConfig:
+    """Hyperparameters of the agent; defaults are the authors' (notes §5.5).
+
+    Attributes:
+        algo: "rfm" (cv="auto"), "noise" (cv="none"), "gradient" (cv="gradient") or "sac".
+        policy: "flow" (the paper) or "diffusion" (same RFM target, VP path, noise prediction).
+        hidden, n_blocks, emb_dim: actor width, residual blocks, embedding size (256, 2, 128).
+        critic_hidden: width of the two hidden ReLU layers of each critic (256).
+        K: importance draws per posterior estimate (100).
+        particles: policy samples M per state for action choice (32).
+        steps: ODE steps of the sampler (10 Euler steps on [t_min, 1 - t_min]).
+        t_min: time inset at both ends, for training and sampling (0.01).
+        temperature: lambda (0.02, tuned by the authors for rewards in [0, 1]).
+        temperature_mode: "fixed" (lambda = temperature) or "reward_scale" (lambda = temperature *
+            std of warm-up rewards; see the module docstring).
+        gamma, tau: discount 0.99 and Polyak rate 0.005 (target update every step).
+        actor_lr, critic_lr: Adam learning rates 3e-4 and 1e-3.
+        grad_clip: global gradient-norm clip for actor and critic (10, the authors' rfm.yaml); None = off.
+        sac_alpha_lr: Adam learning rate of SAC's log-alpha (1e-3, CleanRL's choice).
+    """
+
+    algo: str = "rfm"
+    policy: str = "flow"
+    hidden: int = 256
+    n_blocks: int = 2
+    emb_dim: int = 128
+    critic_hidden: int = 256
+    K: int = 100
+    particles: int = 32
+    steps: int = 10
+    t_min: float = 0.01
+    temperature: float = 0.02
+    temperature_mode: str = "fixed"
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    grad_clip: float | None = 10.0
+    sac_alpha_lr: float = 1e-3
+
+    def validate(self) -> "AgentConfig":
+        """Raise ValueError naming the first bad value; return self so calls can be chained."""
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}; got {self.algo!r}")
+        if self.policy not in ("flow", "diffusion"):
+            raise ValueError(f"policy must be 'flow' or 'diffusion'; got {self.policy!r}")
+        if self.temperature_mode not in ("fixed", "reward_scale"):
+            raise ValueError(f"temperature_mode must be 'fixed' or 'reward_scale'; got {self.temperature_mode!r}")
+        for name in ("hidden", "critic_hidden", "K", "particles", "steps", "emb_dim"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("n_blocks", self.n_blocks, 0)
+        if self.emb_dim % 2:
+            raise ValueError(f"emb_dim must be even; got {self.emb_dim}")
+        _check_float("t_min", self.t_min, 0.0, 0.5, open_low=True, open_high=True)
+        _check_float("gamma", self.gamma, 0.0, 1.0, open_high=True)
+        _check_float("tau", self.tau, 0.0, 1.0, open_low=True)
+        for name in ("temperature", "actor_lr", "critic_lr", "sac_alpha_lr"):
+            _check_float(name, getattr(self, name), 0.0, math.inf, open_low=True, open_high=True)
+        if self.grad_clip is not None:
+            _check_float("grad_clip", self.grad_clip, 0.0, math.inf, open_low=True, open_high=True)
+        return self
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+
+
+def _check_float(name: str, value: object, low: float, high: float, *, open_low: bool = False,
+                 open_high: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+    if not ok:
+        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+        raise ValueError(f"{name} must be a finite number in {lo}{low}, {high}{hi}; got {value!r}")
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks, each [s, a] -> 256 ReLU -> 256 ReLU -> 1 (notes §5.4).
+
+    Shapes: ``obs`` (..., ds), ``act`` (..., d) with the same leading shape -> ``forward`` (2, ...).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(
+            nn.Sequential(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, 1))
+            for _ in range(2)
+        )
+
+    def forward(self, obs: Tensor, act: Tensor) -> Tensor:
+        x = torch.cat([obs, act], -1)
+        return torch.stack([net(x).squeeze(-1) for net in self.nets])
+
+    def q_min(self, obs: Tensor, act: Tensor) -> Tensor:
+        """min_i Q_i(s, a), the pessimistic value used for targets, particle choice and the actor. (...)."""
+        return self(obs, act).min(0).values
+
+
+class GaussianTanhPolicy(nn.Module):
+    """SAC's actor: u ~ N(mu(s), sigma(s)^2), a = tanh(u); 2 x 256 ReLU, log sigma clamped to [-5, 2].
+
+    log pi(a | s) = log N(u; mu, sigma^2) - sum_j log sech^2(u_j)   (change of variables through tanh)
+
+    ``sample`` has the flow policy's signature (``temperature`` and ``steps`` are accepted and unused)
+    so that the agent picks particles the same way for every algorithm.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.act_dim = act_dim
+        self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 2 * act_dim)
+
+    def _dist(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.head(self.body(obs)).chunk(2, -1)
+        return mean, log_std.clamp(-5.0, 2.0)
+
+    def rsample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterised latent u (B, d) and log pi(tanh u | s) (B,)."""
+        mean, log_std = self._dist(obs)
+        eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+        u = mean + log_std.exp() * eps
+        log_prob = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1) - log_sech2(u).sum(-1)
+        return u, log_prob
+
+    @torch.no_grad()
+    def sample(self, obs: Tensor, n: int = 1, *, temperature: float | None = None, steps: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Latent samples (B, n, d)."""
+        mean, log_std = self._dist(obs)
+        eps = torch.randn(obs.shape[0], n, self.act_dim, dtype=mean.dtype, device=mean.device, generator=generator)
+        return mean[:, None] + log_std.exp()[:, None] * eps
+
+
+class Agent:
+    """Twin critics with target copies, a flow/diffusion (or SAC) actor, particle action choice, updates.
+
+    Args:
+        obs_dim, act_dim: sizes of the flat observation and of the action box [-1, 1]^d.
+        config: :class:`AgentConfig` (validated here).
+        device: torch device for networks and the agent's generator.
+        seed: seeds network initialisation and the agent's own ``torch.Generator``, the only source of
+            randomness in :meth:`act` and :meth:`update` (so a run is reproducible and resumable).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, *, device: str | torch.device = "cpu",
+                 seed: int = 0) -> None:
+        if not isinstance(config, AgentConfig):
+            raise TypeError(f"config must be an AgentConfig; got {type(config).__name__}")
+        config.validate()
+        _check_int("obs_dim", obs_dim, 1)
+        _check_int("act_dim", act_dim, 1)
+        _check_int("seed", seed, 0)
+        self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
+        self.device = torch.device(device)
+        torch.manual_seed(seed)  # network initialisation only; everything later uses self.generator
+        cfg = config
+        self.critic = TwinCritic(obs_dim, act_dim, cfg.critic_hidden).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        if cfg.algo == "sac":
+            self.actor: nn.Module = GaussianTanhPolicy(obs_dim, act_dim, cfg.hidden).to(self.device)
+            self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
+            self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.sac_alpha_lr)
+            self.target_entropy = -float(act_dim)
+        else:
+            policy_cls = FlowPolicy if cfg.policy == "flow" else DiffusionPolicy
+            self.actor = policy_cls(obs_dim, act_dim, hidden=cfg.hidden, n_blocks=cfg.n_blocks,
+                                    emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True).to(self.device)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        self.temperature = float(cfg.temperature)
+
+    # ---- temperature ------------------------------------------------------------------------------
+    def calibrate_temperature(self, rewards: Tensor) -> float:
+        """For ``temperature_mode="reward_scale"``: set lambda = temperature * std(rewards) once; return it.
+
+        With "fixed" this is a no-op that returns the fixed lambda. The std is floored at 1e-3 so a
+        warm-up with constant rewards cannot give lambda = 0.
+        """
+        if self.config.temperature_mode == "reward_scale":
+            scale = max(float(rewards.float().std()), 1e-3) if rewards.numel() > 1 else 1.0
+            self.temperature = self.config.temperature * scale
+        return self.temperature
+
+    # ---- acting -----------------------------------------------------------------------------------
+    def _latents(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+        return self.actor.sample(obs, n, temperature=self.temperature, steps=self.config.steps, generator=generator)
+
+    @torch.no_grad()
+    def choose(self, obs: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
+        """Pick one latent action per state by ``mode`` ("boltzmann", "argmax" or "raw"). (B, d).
+
+        "boltzmann" and "argmax" draw ``particles`` latents u_m, score them with min_i Q_i(s, tanh u_m)
+        and pick by softmax(Q / lambda) sampling or by the largest Q; "raw" returns one policy sample.
+        """
+        if mode not in ACT_MODES:
+            raise ValueError(f"mode must be one of {ACT_MODES}; got {mode!r}")
+        gen = self.generator if generator is None else generator
+        if mode == "raw":
+            return self._latents(obs, 1, gen)[:, 0]
+        u = self._latents(obs, self.config.particles, gen)  # (B, M, d)
+        q = self.critic.q_min(obs[:, None, :].expand(-1, u.shape[1], -1), torch.tanh(u))  # (B, M)
+        if mode == "argmax":
+            idx = q.argmax(-1)
+        else:
+            idx = torch.multinomial(torch.softmax(q / self.temperature, -1), 1, generator=gen)[:, 0]
+        return u[torch.arange(u.shape[0], device=u.device), idx]
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, mode: str = "boltzmann", generator: torch.Generator | None = None) -> Tensor:
+        """Actions in [-1, 1]^d for a batch of observations (B, ds) -> (B, d). SAC behaves with "raw"."""
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        if obs.dim() != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"obs must have shape (B, {self.obs_dim}); got {tuple(obs.shape)}")
+        return torch.tanh(self.choose(obs, mode, generator))
+
+    @property
+    def behaviour_mode(self) -> str:
+        """How training data is collected: Boltzmann resampling for the flow family, a plain sample for SAC."""
+        return "raw" if self.config.algo == "sac" else "boltzmann"
+
+    # ---- updates ----------------------------------------------------------------------------------
+    def _step(self, optim: torch.optim.Optimizer, loss: Tensor, params) -> None:
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        optim.step()
+
+    def _critic_update(self, batch: dict[str, Tensor], next_value: Tensor) -> float:
+        y = batch["reward"] + self.config.gamma * batch["mask"] * next_value
+        q = self.critic(batch["obs"], batch["action"])  # (2, B)
+        loss = ((q - y) ** 2).mean(-1).sum()
+        self._step(self.critic_optim, loss, self.critic.parameters())
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def _polyak(self) -> None:
+        tau = self.config.tau
+        for p, p_targ in zip(self.critic.parameters(), self.critic_target.parameters()):
+            p_targ.lerp_(p, tau)
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One fused update on a batch {obs, action, reward, next_obs, mask} (all (B, .) float32). Returns metrics.
+
+        ``mask`` is 0 only on true termination (not on time-limit truncation), so the backup keeps
+        bootstrapping through time limits.
+        """
+        if self.config.algo == "sac":
+            return self._update_sac(batch)
+        return self._update_flow(batch)
+
+    def _update_flow(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        cfg, obs = self.config, batch["obs"]
+        with torch.no_grad():
+            u1 = self.choose(obs, "boltzmann")  # on-policy endpoints, picked with the pre-update critic
+            if bool(batch["mask"].any()):
+                a_next = torch.tanh(self.choose(batch["next_obs"], "boltzmann"))
+                next_value = self.critic_target.q_min(batch["next_obs"], a_next)
+            else:  # every transition terminal (e.g. a one-step bandit): no bootstrap, skip the ODE solve
+                next_value = torch.zeros_like(batch["reward"])
+        critic_loss = self._critic_update(batch, next_value)
+        critic = self.critic
+
+        def q(a: Tensor) -> Tensor:  # draws (B, K, d) -> (B, K): the state-conditioned critic
+            return critic.q_min(obs[:, None, :].expand(-1, a.shape[1], -1), a)
+
+        target = Boltzmann(q, self.temperature, squash=True)
+        actor_loss, info = self.actor.loss(obs, u1, target, temperature=self.temperature, K=cfg.K,
+                                           cv=CV_OF_ALGO[cfg.algo], generator=self.generator)
+        self._step(self.actor_optim, actor_loss, self.actor.parameters())
+        self._polyak()
+        return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "ess": info["ess"], "c": info["c"],
+                "temperature": self.temperature}
+
+    def _update_sac(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        obs, alpha = batch["obs"], float(self.log_alpha.exp())
+        with torch.no_grad():
+            u_next, logp_next = self.actor.rsample(batch["next_obs"], self.generator)
+            next_value = self.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)) - alpha * logp_next
+        critic_loss = self._critic_update(batch, next_value)
+        u, logp = self.actor.rsample(obs, self.generator)
+        actor_loss = (alpha * logp - self.critic.q_min(obs, torch.tanh(u))).mean()
+        self._step(self.actor_optim, actor_loss, self.actor.parameters())
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self._step(self.alpha_optim, alpha_loss, [self.log_alpha])
+        self._polyak()
+        return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "alpha": float(self.log_alpha.exp()),
+                "entropy": float(-logp.mean())}
+
+    # ---- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-for-bit: networks, optimisers, generator, temperature."""
+        state = {
+            "config": asdict(self.config),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_optim": self.actor_optim.state_dict(),
+            "critic_optim": self.critic_optim.state_dict(),
+            "generator": self.generator.get_state(),
+            "temperature": self.temperature,
+        }
+        if self.config.algo == "sac":
+            state["log_alpha"] = self.log_alpha.detach().clone()
+            state["alpha_optim"] = self.alpha_optim.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output; the config must match the one this agent was built with."""
+        if state["config"] != asdict(self.config):
+            raise ValueError(f"checkpoint config {state['config']} differs from this agent's {asdict(self.config)}")
+        for name in ("actor", "critic", "critic_target", "actor_optim", "critic_optim"):
+            getattr(self, name).load_state_dict(state[name])
+        self.generator.set_state(state["generator"])
+        self.temperature = float(state["temperature"])
+        if self.config.algo == "sac":
+            with torch.no_grad():
+                self.log_alpha.copy_(state["log_alpha"])
+            self.alpha_optim.load_state_dict(state["alpha_optim"])

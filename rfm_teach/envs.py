@@ -1,0 +1,252 @@
+"""Environments for the online loop: a contextual 2D bandit with exact answers, MuJoCo v5 and DMC tasks.
+
+Every maker returns a ``gymnasium.Env`` with a flat float observation and a ``Box`` action space
+rescaled to [-1, 1]^d, which is what the tanh-squashed policies of :mod:`rfm_teach.policies` produce.
+
+=================================  ==============================================================
+``env_id``                         what it is
+=================================  ==============================================================
+``"rfm_teach/ContextualBandit-v0"`` one-step episodes; a one-hot context picks a 2D toy landscape
+``"HalfCheetah-v5"`` ... (any id     Gymnasium MuJoCo (HalfCheetah, Hopper, Walker2d, Ant,
+registered in gymnasium)            Humanoid, ...), actions rescaled to [-1, 1]
+``"cheetah-run"`` ... (the paper's   DeepMind Control through ``dm_control`` + ``shimmy``
+8 DMC tasks) or ``"dm_control/<domain>-<task>-v0"``   (optional extra: ``pip install rfm_teach[dmc]``)
+=================================  ==============================================================
+
+Derived in notebooks/07_online_bandit.ipynb and 08_scaling_up.ipynb.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from .targets import Boltzmann, ExactGrid, make_toy
+
+__all__ = [
+    "BANDIT_ID",
+    "MUJOCO_TASKS",
+    "DMC_TASKS",
+    "ContextualBandit",
+    "bandit_reward",
+    "make_env",
+]
+
+BANDIT_ID = "rfm_teach/ContextualBandit-v0"
+#: The five MuJoCo v5 tasks the book talks about (any other registered Box-action id works too).
+MUJOCO_TASKS: tuple[str, ...] = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5")
+#: The paper's eight DeepMind Control tasks (notes §6.1), as "<domain>-<task>".
+DMC_TASKS: tuple[str, ...] = (
+    "cheetah-run",
+    "cartpole-swingup",
+    "fish-swim",
+    "fish-upright",
+    "walker-walk",
+    "walker-run",
+    "finger-spin",
+    "finger-turn_hard",
+)
+
+
+def bandit_reward(toy: str, action: Tensor) -> Tensor:
+    """Reward of the contextual bandit in a context whose landscape is ``toy``: r(a) = exp(Q_toy(a)).
+
+    ``exp`` turns each toy's log-sum of Gaussian bumps into a sum of bumps, so rewards lie in (0, ~1]
+    like DeepMind Control's, and the paper's temperature scale (0.02 per unit of reward) carries over.
+
+    Shapes: ``action`` (..., 2) -> (...,).
+    """
+    return torch.exp(make_toy(toy)(action))
+
+
+class ContextualBandit(gym.Env):
+    """A contextual 2D bandit whose optimal soft policy is known exactly on a grid.
+
+    Each episode is one step. ``reset`` draws a context c uniformly from ``contexts`` (names of
+    :func:`rfm_teach.targets.make_toy` landscapes) and returns it one-hot; ``step(a)`` pays
+    r(c, a) = exp(Q_c(a)) (see :func:`bandit_reward`) for a in [-1, 1]^2 and ends the episode.
+    A one-step episode makes the critic's target the reward itself (no bootstrap), so Q(c, a) = r(c, a)
+    and the Boltzmann policy the actor is trained to sample is pi*(a | c) ∝ exp(r(c, a) / temperature)
+    on the box.
+
+    Shapes: observation (n_contexts,) float32 one-hot; action (2,) in [-1, 1]^2.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, contexts: tuple[str, ...] = ("ring", "two_moons", "quadratic")) -> None:
+        contexts = tuple(contexts)
+        if not contexts:
+            raise ValueError("contexts must name at least one toy landscape")
+        for name in contexts:
+            make_toy(name)  # raises ValueError naming the unknown toy
+        self.contexts = contexts
+        self.observation_space = spaces.Box(0.0, 1.0, (len(contexts),), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self._context = 0
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(len(self.contexts), dtype=np.float32)
+        obs[self._context] = 1.0
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._context = int(self.np_random.integers(len(self.contexts)))
+        return self._obs(), {"context": self._context}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = torch.as_tensor(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
+        if a.shape != (2,):
+            raise ValueError(f"action must have shape (2,); got {tuple(a.shape)}")
+        reward = float(bandit_reward(self.contexts[self._context], a))
+        return self._obs(), reward, True, False, {"context": self._context}
+
+    # ---- exact answers ----------------------------------------------------------------------------
+    def exact_grid(self, context: int, temperature: float, n: int = 401) -> ExactGrid:
+        """The optimal soft policy pi*(a | c) ∝ exp(r(c, a) / temperature) on an n x n grid of [-1, 1]^2."""
+        if not 0 <= context < len(self.contexts):
+            raise ValueError(f"context must be in [0, {len(self.contexts)}); got {context}")
+        target = Boltzmann(partial(bandit_reward, self.contexts[context]), temperature)
+        return ExactGrid(target, extent=1.0, n=n)
+
+    def optimal_soft_return(self, temperature: float, n: int = 401) -> float:
+        """Expected reward of the optimal soft policy, averaged over the (uniform) contexts.
+
+        "Optimal soft return" here means E_c E_{a ~ pi*(.|c)} [r(c, a)] with pi* ∝ exp(r / temperature)
+        on [-1, 1]^2: the plain reward (no entropy bonus) collected by the exact Boltzmann policy that
+        RFM targets. It is what an evaluation with raw policy samples measures when the policy is
+        exact; best-of-N evaluation of the same policy scores higher. Computed by quadrature on an
+        n x n grid (midpoint-accurate to ~1e-4 at n = 401).
+        """
+        values = []
+        for c in range(len(self.contexts)):
+            grid = self.exact_grid(c, temperature, n)
+            w = torch.softmax(grid.log_p, 0)
+            values.append(float(w @ (grid.log_p * temperature)))  # log_p = r / temperature
+        return float(np.mean(values))
+
+    def optimal_soft_value(self, temperature: float, n: int = 401) -> float:
+        """E_c [temperature * log ∫ exp(r(c, a) / temperature) da]: expected reward plus temperature x entropy."""
+        return float(np.mean([temperature * self.exact_grid(c, temperature, n).log_normaliser
+                              for c in range(len(self.contexts))]))
+
+    def max_return(self, n: int = 401) -> float:
+        """E_c max_a r(c, a) on the grid: the return of the greedy policy (temperature -> 0)."""
+        return float(np.mean([float(self.exact_grid(c, 1.0, n).log_p.max()) for c in range(len(self.contexts))]))
+
+
+def _register_bandit() -> None:
+    if BANDIT_ID not in gym.registry:
+        gym.register(id=BANDIT_ID, entry_point=ContextualBandit)
+
+
+_register_bandit()
+
+
+def _silence_mujoco() -> None:
+    """Drop MuJoCo's 'settotalmass is deprecated' warning, which it also writes to ./MUJOCO_LOG.TXT.
+
+    Any other MuJoCo warning is passed on as a Python ``RuntimeWarning`` (toolchain notes §1.4).
+    """
+    import mujoco
+
+    def handler(message: bytes | str) -> None:
+        text = message.decode() if isinstance(message, bytes) else str(message)
+        if "settotalmass" not in text:
+            warnings.warn(f"MuJoCo: {text}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+
+
+def _dmc_id(env_id: str) -> str | None:
+    """'cheetah-run' -> 'dm_control/cheetah-run-v0'; a full 'dm_control/...' id unchanged; else None."""
+    if env_id.startswith("dm_control/"):
+        return env_id
+    if env_id in DMC_TASKS:
+        return f"dm_control/{env_id}-v0"
+    return None
+
+
+def _make_dmc(full_id: str) -> gym.Env:
+    try:
+        import shimmy
+    except ImportError as err:
+        raise ValueError(
+            f"{full_id!r} needs the optional DeepMind Control extra: pip install dm_control 'shimmy[dm-control]' "
+            f"(or rfm_teach[dmc]); import failed with: {err}"
+        ) from err
+    gym.register_envs(shimmy)
+    if full_id not in gym.registry:
+        raise ValueError(f"unknown DeepMind Control task {full_id!r}; the paper's tasks are {DMC_TASKS}")
+    try:
+        env = gym.make(full_id)
+        env.reset(seed=0)
+    except AttributeError as err:  # dm_control reads MjModel fields that a newer mujoco renamed
+        import mujoco
+
+        raise ValueError(
+            f"dm_control could not build {full_id!r} with mujoco {mujoco.__version__}: {err}. dm_control "
+            "releases lag behind mujoco; install a mujoco that your dm_control supports (e.g. 'mujoco<4')."
+        ) from err
+    return gym.wrappers.FlattenObservation(env)
+
+
+def make_env(env_id: str, seed: int | None = None) -> gym.Env:
+    """Build an environment by id with actions in [-1, 1]^d and a flat float observation.
+
+    Args:
+        env_id: :data:`BANDIT_ID`, any registered Gymnasium id with a ``Box`` action space (e.g. the
+            MuJoCo v5 tasks of :data:`MUJOCO_TASKS`), one of the paper's :data:`DMC_TASKS` or a
+            ``"dm_control/<domain>-<task>-v0"`` id.
+        seed: if given, ``reset(seed=seed)`` is called once so the env's random stream is fixed;
+            the action space is seeded too.
+
+    Raises:
+        ValueError: unknown id, a non-Box or non-flat space, or a missing/broken optional extra, before
+            any training starts.
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"env_id must be a non-empty string; got {env_id!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+    dmc = _dmc_id(env_id)
+    if dmc is not None:
+        _silence_mujoco()
+        env = _make_dmc(dmc)
+    else:
+        if env_id not in gym.registry:
+            raise ValueError(
+                f"unknown env id {env_id!r}; expected {BANDIT_ID!r}, a registered Gymnasium id such as "
+                f"{MUJOCO_TASKS}, or a DMC task in {DMC_TASKS}"
+            )
+        spec = gym.spec(env_id)
+        entry = str(spec.entry_point)
+        if "mujoco" in entry:
+            _silence_mujoco()
+        env = gym.make(env_id)
+    if not isinstance(env.action_space, spaces.Box):
+        name = type(env.action_space).__name__
+        env.close()
+        raise ValueError(f"{env_id!r} has a {name} action space; rfm_teach agents need a continuous Box action space")
+    if not isinstance(env.observation_space, spaces.Box) or len(env.observation_space.shape) != 1:
+        space = env.observation_space
+        env.close()
+        raise ValueError(f"{env_id!r} has observation space {space}; rfm_teach agents need a flat Box observation")
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        env.close()
+        raise ValueError(f"{env_id!r} has an unbounded action space; a tanh-squashed policy needs finite bounds")
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
