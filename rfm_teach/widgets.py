@@ -192,8 +192,8 @@ def plot_estimator(
     ax = axes[0]
     posterior = torch.exp(grid.posterior_log_weights(x_t, t, path)[0]).reshape(n, n) / grid.cell
     density_panel(ax, posterior, q.extent)
-    ax.set_xlabel("x₁ (clean action)")
-    ax.set_ylabel("x₂")
+    ax.set_xlabel("a₁ (clean action x₁)")
+    ax.set_ylabel("a₂ (clean action x₁)")
     draws = est.draws.x1[0]
     ax.scatter(draws[:, 0], draws[:, 1], s=4 + 400 * weights, facecolors="none", edgecolors="white", linewidths=0.8)
     style = style_of(cv) if isinstance(cv, str) else {"color": "#D55E00", "label": f"c = {float(cv):g}"}
