@@ -121,11 +121,11 @@ def plot_temperature(ax_or_fig: Axes | Figure, toy: str = "ring", temperature: f
     density_panel(axes[0], density, q.extent)
     if len(axes) == 2:
         row = int(density.max(dim=1).values.argmax())
-        a2 = float(grid.axis[row])
+        a2 = round(float(grid.axis[row]), 2) + 0.0  # + 0.0 turns -0.0 into 0.0 for the label
         for factor, shade in ((10.0, "0.75"), (0.1, "0.45")):
             other = ExactGrid(Boltzmann(q, temperature * factor), extent=q.extent, n=n).density()[row]
-            axes[1].plot(grid.axis, other, color=shade, label=f"temperature × {factor:g}")
-        axes[1].plot(grid.axis, density[row], color="black", label=f"temperature = {temperature:g}")
+            axes[1].plot(grid.axis.numpy(), other.numpy(), color=shade, label=f"temperature × {factor:g}")
+        axes[1].plot(grid.axis.numpy(), density[row].numpy(), color="black", label=f"temperature = {temperature:g}")
         axes[1].set_xlabel(f"a₁ (action), at a₂ = {a2:.2f}")
         axes[1].set_ylabel("π(a) (density)")
         axes[1].legend(loc="upper right", fontsize=9)
@@ -194,12 +194,12 @@ def plot_estimator(
     density_panel(ax, posterior, q.extent)
     ax.set_xlabel("a₁ (clean action x₁)")
     ax.set_ylabel("a₂ (clean action x₁)")
-    draws = est.draws.x1[0]
-    ax.scatter(draws[:, 0], draws[:, 1], s=4 + 400 * weights, facecolors="none", edgecolors="white", linewidths=0.8)
+    draws, w_np = est.draws.x1[0].numpy(), weights.numpy()  # matplotlib wants arrays, not tensors
+    ax.scatter(draws[:, 0], draws[:, 1], s=4 + 400 * w_np, facecolors="none", edgecolors="white", linewidths=0.8)
     style = style_of(cv) if isinstance(cv, str) else {"color": "#D55E00", "label": f"c = {float(cv):g}"}
-    ax.plot(*exact, marker="*", markersize=16, color="black", markeredgecolor="white", linestyle="none", label="exact μ₁")
-    ax.plot(*estimate, marker="o", markersize=9, color=style["color"], markeredgecolor="white", linestyle="none", label=style["label"])
-    ax.plot(*x_t[0], marker="x", markersize=9, color="#F0E442", linestyle="none", label="x_t")
+    ax.plot(*exact.numpy(), marker="*", markersize=16, color="black", markeredgecolor="white", linestyle="none", label="exact μ₁")
+    ax.plot(*estimate.numpy(), marker="o", markersize=9, color=style["color"], markeredgecolor="white", linestyle="none", label=style["label"])
+    ax.plot(*x_t[0].numpy(), marker="x", markersize=9, color="#F0E442", linestyle="none", label="x_t")
     ax.set_xlim(-q.extent, q.extent)
     ax.set_ylim(-q.extent, q.extent)
     ax.text(
@@ -208,7 +208,7 @@ def plot_estimator(
     )
     ax.legend(loc="lower right", fontsize=8, labelcolor="white")
     if len(axes) == 2:
-        sorted_w = torch.sort(weights, descending=True).values
+        sorted_w = torch.sort(weights, descending=True).values.numpy()
         axes[1].bar(range(1, K + 1), sorted_w, color=style["color"], width=1.0)
         axes[1].set_xlabel("k (draw, sorted by weight)")
         axes[1].set_ylabel("w_k (normalised weight)")
