@@ -1,0 +1,427 @@
+"""The online loop: environment, replay buffer, update schedule, evaluation, CSV logs, exact checkpoint/resume.
+
+::
+
+    for step i = 0 .. total_steps - 1:
+        a = uniform in [-1, 1]^d           if i < warmup_steps        (no updates during warm-up)
+            agent.act(s, behaviour mode)   otherwise                  (Boltzmann particles; SAC: a sample)
+        s', r, terminated, truncated = env.step(a);  store (s, a, r, s', mask = 1 - terminated)
+        if i >= warmup_steps: utd updates on batches drawn uniformly from the buffer
+        every eval_every steps: evaluate best-of-N ("argmax") and raw-sample returns; write one CSV row
+        at the first episode end after every checkpoint_every steps: write a checkpoint (atomically)
+
+Exact resume. A checkpoint holds the networks, optimisers, the agent's torch generator, the buffer and
+its numpy generator, the warm-up generator, the env's generator and torch's global RNG state, and it is
+written only at an episode boundary, *before* the env is reset. A resumed run resets the env from the
+restored generator and continues bit-for-bit: on the same device and thread count it writes the same
+CSV rows (wall time aside) as a run that was never stopped. Evaluation uses its own environments and a
+generator seeded from (seed, step), so it never perturbs training.
+
+Derived in notebooks/07_online_bandit.ipynb and 08_scaling_up.ipynb.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .agent import Agent, AgentConfig, _check_int
+from .envs import make_env
+
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "make_config",
+    "ReplayBuffer",
+    "resolve_device",
+    "evaluate",
+    "train",
+    "LOG_COLUMNS",
+]
+
+#: One row per evaluation. Losses and diagnostics are means over the updates since the previous row
+#: (empty when there were none or when the algorithm has no such quantity).
+LOG_COLUMNS: tuple[str, ...] = (
+    "step", "episodes", "return_argmax", "return_raw", "train_return", "wall_time_s",
+    "critic_loss", "actor_loss", "ess", "c", "temperature", "alpha",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; defaults are the authors' DMC protocol (notes §5.5).
+
+    Attributes:
+        env_id: see :func:`rfm_teach.envs.make_env`.
+        seed: seeds the env, the agent, the buffer and the warm-up actions.
+        total_steps: environment steps (250k in the paper).
+        warmup_steps: uniformly random actions and no updates for this many steps (10k).
+        batch_size: transitions per update (256).
+        utd: updates per environment step (1).
+        buffer_size: replay capacity (250k, i.e. the whole run).
+        eval_every: steps between evaluations (10k); the last step is always evaluated.
+        eval_episodes: episodes per evaluation (25, run side by side).
+        checkpoint_every: steps between checkpoints (taken at the next episode end); None = only at the end.
+        max_episode_steps: override the env's time limit (None keeps it; tiny CPU runs use shorter episodes).
+        device: "auto" (CUDA when present), "cpu" or "cuda[:i]".
+        agent: :class:`~rfm_teach.agent.AgentConfig`.
+    """
+
+    env_id: str = "cheetah-run"
+    seed: int = 0
+    total_steps: int = 250_000
+    warmup_steps: int = 10_000
+    batch_size: int = 256
+    utd: int = 1
+    buffer_size: int = 250_000
+    eval_every: int = 10_000
+    eval_episodes: int = 25
+    checkpoint_every: int | None = 50_000
+    max_episode_steps: int | None = None
+    device: str = "auto"
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad value (before any env or network is built); return self."""
+        if not isinstance(self.env_id, str) or not self.env_id:
+            raise ValueError(f"env_id must be a non-empty string; got {self.env_id!r}")
+        _check_int("seed", self.seed, 0)
+        for name in ("total_steps", "batch_size", "utd", "buffer_size", "eval_every", "eval_episodes"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        if self.checkpoint_every is not None:
+            _check_int("checkpoint_every", self.checkpoint_every, 1)
+        if self.max_episode_steps is not None:
+            _check_int("max_episode_steps", self.max_episode_steps, 1)
+        if self.batch_size > max(self.warmup_steps, 1) and self.warmup_steps < self.total_steps:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must not exceed warmup_steps ({self.warmup_steps}): the first "
+                "update samples a batch from the warm-up data"
+            )
+        if self.buffer_size < self.batch_size:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must be >= batch_size ({self.batch_size})")
+        resolve_device(self.device)
+        if not isinstance(self.agent, AgentConfig):
+            raise ValueError(f"agent must be an AgentConfig; got {type(self.agent).__name__}")
+        self.agent.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        data = dict(data)
+        agent = data.pop("agent", {})
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"unknown TrainConfig keys {sorted(set(data) - known)}")
+        agent_known = {f.name for f in fields(AgentConfig)}
+        if set(agent) - agent_known:
+            raise ValueError(f"unknown AgentConfig keys {sorted(set(agent) - agent_known)}")
+        return cls(**data, agent=AgentConfig(**agent))
+
+
+#: "paper": the authors' protocol. "tiny": a CPU-sized run (minutes) that exercises every part of the
+#: loop with small networks, few particles and draws, and short warm-up and evaluation.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "tiny": {
+        "total_steps": 2_000,
+        "warmup_steps": 256,
+        "batch_size": 64,
+        "buffer_size": 20_000,
+        "eval_every": 500,
+        "eval_episodes": 5,
+        "checkpoint_every": 1_000,
+        "agent": {"hidden": 64, "critic_hidden": 64, "emb_dim": 32, "K": 32, "particles": 16},
+    },
+}
+
+
+def make_config(preset: str = "paper", **overrides) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a preset plus overrides; ``agent=`` takes a dict of AgentConfig fields.
+
+    Example: ``make_config("tiny", env_id="HalfCheetah-v5", agent={"algo": "sac"})``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    values = {k: v for k, v in PRESETS[preset].items() if k != "agent"}
+    agent_values = dict(PRESETS[preset].get("agent", {}))
+    agent_override = overrides.pop("agent", {})
+    if isinstance(agent_override, AgentConfig):
+        agent_override = asdict(agent_override)
+    agent_values.update(agent_override)
+    values.update(overrides)
+    return TrainConfig.from_dict({**values, "agent": agent_values}).validate()
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else must be a valid torch device string."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions (s, a, r, s', mask) with uniform sampling from its own numpy generator.
+
+    Shapes: stored as float32 arrays (capacity, ds), (capacity, d), (capacity,); :meth:`sample` returns
+    torch tensors (B, .) on ``device``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, seed: int, device: torch.device) -> None:
+        self.capacity, self.device = capacity, device
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.action = np.zeros((capacity, act_dim), np.float32)
+        self.reward = np.zeros(capacity, np.float32)
+        self.mask = np.zeros(capacity, np.float32)
+        self.size = self.ptr = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, obs, action, reward: float, next_obs, mask: float) -> None:
+        i = self.ptr
+        self.obs[i], self.action[i], self.reward[i], self.next_obs[i], self.mask[i] = obs, action, reward, next_obs, mask
+        self.ptr = (self.ptr + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = self.rng.integers(0, self.size, batch_size)
+        return {name: torch.as_tensor(getattr(self, name)[idx], device=self.device)
+                for name in ("obs", "action", "reward", "next_obs", "mask")}
+
+    def state_dict(self) -> dict:
+        n = self.size
+        arrays = {name: torch.from_numpy(getattr(self, name)[:n].copy())
+                  for name in ("obs", "action", "reward", "next_obs", "mask")}
+        return {**arrays, "size": n, "ptr": self.ptr, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        for name in ("obs", "action", "reward", "next_obs", "mask"):
+            getattr(self, name)[:n] = state[name].numpy()
+        self.size, self.ptr = n, state["ptr"]
+        self.rng.bit_generator.state = state["rng"]
+
+
+def _env_rng_state(env: gym.Env) -> dict:
+    """The random state(s) a reset draws from: gymnasium's np_random, plus dm_control's task RNG if any."""
+    state = {"np_random": env.unwrapped.np_random.bit_generator.state}
+    task = getattr(getattr(env.unwrapped, "_env", None), "task", None)
+    if task is not None and hasattr(task, "random"):
+        state["dm_control"] = task.random.get_state()
+    return state
+
+
+def _set_env_rng_state(env: gym.Env, state: dict) -> None:
+    env.unwrapped.np_random.bit_generator.state = state["np_random"]
+    if "dm_control" in state:
+        env.unwrapped._env.task.random.set_state(state["dm_control"])
+
+
+def _make(config: TrainConfig, seed: int | None) -> gym.Env:
+    env = make_env(config.env_id, seed)
+    if config.max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, config.max_episode_steps)
+    return env
+
+
+@torch.no_grad()
+def evaluate(agent: Agent, envs: list[gym.Env], mode: str, *, seed: int) -> list[float]:
+    """Undiscounted returns of one episode per env, all run side by side with batched action choice.
+
+    Env j is reset with seed 10_000 + j (the same start states at every evaluation, away from the
+    training seed); the agent's particles come from a fresh generator seeded with ``seed``.
+    ``mode``: "argmax" (best of N particles by Q, the authors' protocol) or "raw" (one policy sample).
+    """
+    gen = torch.Generator(device=agent.device)
+    gen.manual_seed(seed)
+    obs = [env.reset(seed=10_000 + j)[0] for j, env in enumerate(envs)]
+    returns = [0.0] * len(envs)
+    active = list(range(len(envs)))
+    while active:
+        batch = torch.as_tensor(np.stack([obs[j] for j in active]), dtype=torch.float32)
+        actions = agent.act(batch, mode, gen).cpu().numpy()
+        still = []
+        for j, a in zip(active, actions):
+            obs[j], r, terminated, truncated, _ = envs[j].step(a)
+            returns[j] += float(r)
+            if not (terminated or truncated):
+                still.append(j)
+        active = still
+    return returns
+
+
+class _Log:
+    """Appends rows to ``log.csv``; on resume drops rows past the checkpoint (written after it, then lost)."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        if resume_step is None or not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(LOG_COLUMNS)
+        else:
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, LOG_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_COLUMNS).writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    """Write to ``path.tmp`` then rename: a crash mid-write never leaves a truncated checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+          checkpoint_path: str | os.PathLike | None = None, stop_after: int | None = None,
+          progress: bool = True) -> dict:
+    """Run (or resume) one seed of online training; write ``config.json`` and ``log.csv`` into ``run_dir``.
+
+    Args:
+        config: a :class:`TrainConfig` (validated here, before anything is built).
+        run_dir: output directory for small, shippable files (created if needed).
+        resume: continue from ``checkpoint_path`` if it exists (the config must match, except
+            ``total_steps``, which may grow).
+        checkpoint_path: default ``run_dir/../checkpoints/<run_dir name>.pt``, outside the run
+            directory so that the run directory stays small enough to store with a manifest.
+        stop_after: stop at the first episode end at or after this many steps and checkpoint there
+            (to split a long job, or to test exact resume).
+        progress: show a tqdm bar.
+
+    Returns:
+        {"step", "wall_time_s", "log": path of log.csv, "checkpoint": path, "final_eval": last CSV row
+        (None if no evaluation happened), "device": "cpu" or "cuda"}.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
+    config.validate()
+    if stop_after is not None:
+        _check_int("stop_after", stop_after, 1)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else run_dir.parent / "checkpoints" / f"{run_dir.name}.pt"
+    device = resolve_device(config.device)
+
+    env = _make(config, config.seed)
+    eval_envs = [_make(config, None) for _ in range(config.eval_episodes)]
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    agent = Agent(obs_dim, act_dim, config.agent, device=device, seed=config.seed)
+    buffer = ReplayBuffer(obs_dim, act_dim, config.buffer_size, config.seed + 1, device)
+    warmup_rng = np.random.default_rng(config.seed + 2)
+
+    start, wall_before, episodes, recent = 0, 0.0, 0, []
+    resumed = resume and ckpt.exists()
+    if resumed:
+        state = torch.load(ckpt, weights_only=False)  # our own file: numpy RNG states are plain dicts
+        saved = TrainConfig.from_dict(state["config"])
+        if replace(saved, total_steps=config.total_steps) != config:
+            raise ValueError(f"the checkpoint {ckpt} was written with a different config: {saved} vs {config}")
+        agent.load_state_dict(state["agent"])
+        buffer.load_state_dict(state["buffer"])
+        warmup_rng.bit_generator.state = state["warmup_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        _set_env_rng_state(env, state["env_rng"])
+        start, wall_before, episodes, recent = state["step"], state["wall_time_s"], state["episodes"], state["recent"]
+        metrics = state["metrics"]
+    else:
+        metrics = {}
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    log = _Log(run_dir / "log.csv", start if resumed else None)
+    obs, _ = env.reset(seed=None if resumed else config.seed)
+    episode_return, last_row, last_ckpt, t0 = 0.0, None, start, time.perf_counter()
+
+    def save(step: int) -> None:
+        # Called at an episode end, before env.reset(): the env's RNG state alone recreates the next episode.
+        _save_atomic({
+            "config": config.to_dict(), "step": step, "episodes": episodes, "recent": recent, "metrics": metrics,
+            "wall_time_s": wall_before + time.perf_counter() - t0, "agent": agent.state_dict(),
+            "buffer": buffer.state_dict(), "warmup_rng": warmup_rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(), "env_rng": _env_rng_state(env),
+        }, ckpt)
+
+    bar = tqdm(total=config.total_steps, initial=start, disable=not progress, desc=f"{config.agent.algo} {config.env_id}")
+    step = start
+    while step < config.total_steps:
+        if step == config.warmup_steps and step > 0:
+            agent.calibrate_temperature(torch.from_numpy(buffer.reward[: buffer.size]))
+        if step < config.warmup_steps:
+            action = warmup_rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+        else:
+            action = agent.act(torch.as_tensor(obs[None], dtype=torch.float32), agent.behaviour_mode)[0].cpu().numpy()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, float(reward), next_obs, 0.0 if terminated else 1.0)
+        episode_return += float(reward)
+        obs = next_obs
+        if step >= config.warmup_steps:
+            for _ in range(config.utd):
+                for key, value in agent.update(buffer.sample(config.batch_size)).items():
+                    total, count = metrics.get(key, (0.0, 0))
+                    metrics[key] = (total + value, count + 1)
+        step += 1
+        bar.update(1)
+        if step % config.eval_every == 0 or step == config.total_steps:
+            last_row = {
+                "step": step, "episodes": episodes,
+                "return_argmax": float(np.mean(evaluate(agent, eval_envs, "argmax", seed=config.seed * 7919 + step))),
+                "return_raw": float(np.mean(evaluate(agent, eval_envs, "raw", seed=config.seed * 7919 + step + 1))),
+                "train_return": float(np.mean(recent)) if recent else None,
+                "wall_time_s": wall_before + time.perf_counter() - t0,
+                "temperature": agent.temperature,
+                **{key: total / count for key, (total, count) in metrics.items() if key != "temperature"},
+            }
+            log.write(last_row)
+            bar.set_postfix(argmax=f"{last_row['return_argmax']:.3g}", raw=f"{last_row['return_raw']:.3g}")
+            metrics = {}
+        if terminated or truncated:
+            episodes += 1
+            recent = (recent + [episode_return])[-10:]
+            episode_return = 0.0
+            due = config.checkpoint_every is not None and step - last_ckpt >= config.checkpoint_every
+            stopping = stop_after is not None and step >= stop_after
+            if due or stopping:
+                save(step)
+                last_ckpt = step
+            if stopping:
+                break
+            if step < config.total_steps:
+                obs, _ = env.reset()
+    else:
+        save(step)  # the finished run: resumable with a larger total_steps (exactly so if it ended an episode)
+    bar.close()
+    for e in (env, *eval_envs):
+        e.close()
+    return {"step": step, "wall_time_s": wall_before + time.perf_counter() - t0, "log": run_dir / "log.csv",
+            "checkpoint": ckpt, "final_eval": last_row, "device": device.type}
