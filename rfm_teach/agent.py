@@ -334,7 +334,7 @@ class Agent:
                 "temperature": self.temperature}
 
     def _update_sac(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        obs, alpha = batch["obs"], float(self.log_alpha.exp())
+        obs, alpha = batch["obs"], float(self.log_alpha.detach().exp())
         with torch.no_grad():
             u_next, logp_next = self.actor.rsample(batch["next_obs"], self.generator)
             next_value = self.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)) - alpha * logp_next
@@ -345,7 +345,7 @@ class Agent:
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self._step(self.alpha_optim, alpha_loss, [self.log_alpha])
         self._polyak()
-        return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "alpha": float(self.log_alpha.exp()),
+        return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "alpha": float(self.log_alpha.detach().exp()),
                 "entropy": float(-logp.mean())}
 
     # ---- checkpointing ----------------------------------------------------------------------------

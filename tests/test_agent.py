@@ -1,0 +1,128 @@
+"""Agent: config checks, critic and particle choice, one update per algorithm, SAC log-probabilities, state round-trip."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rfm_teach.agent import ALGOS, Agent, AgentConfig, GaussianTanhPolicy, TwinCritic
+
+SMALL = {"hidden": 32, "critic_hidden": 32, "emb_dim": 16, "K": 16, "particles": 8, "steps": 4}
+
+
+def _batch(obs_dim: int = 3, act_dim: int = 2, B: int = 16, terminal: bool = False, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randn(B, obs_dim, generator=g),
+        "action": torch.rand(B, act_dim, generator=g) * 2 - 1,
+        "reward": torch.rand(B, generator=g),
+        "next_obs": torch.randn(B, obs_dim, generator=g),
+        "mask": torch.zeros(B) if terminal else torch.ones(B),
+    }
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [("algo", "ppo", "algo"), ("temperature", 0.0, "temperature"), ("particles", 0, "particles"),
+     ("gamma", 1.0, "gamma"), ("grad_clip", -1.0, "grad_clip"), ("policy", "gauss", "policy"),
+     ("temperature_mode", "auto", "temperature_mode"), ("K", 2.5, "K")],
+)
+def test_bad_config_values_are_named(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        AgentConfig(**{field: value}).validate()
+
+
+def test_twin_critic_shapes_and_min():
+    critic = TwinCritic(3, 2, hidden=8)
+    obs, act = torch.randn(4, 5, 3), torch.randn(4, 5, 2)
+    both = critic(obs, act)
+    assert both.shape == (2, 4, 5)
+    torch.testing.assert_close(critic.q_min(obs, act), torch.minimum(both[0], both[1]))
+
+
+def test_argmax_picks_the_particle_with_the_largest_q():
+    agent = Agent(3, 2, AgentConfig(**SMALL), seed=0)
+    obs = torch.randn(5, 3)
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    chosen = agent.choose(obs, "argmax", gen_a)
+    particles = agent.actor.sample(obs, SMALL["particles"], temperature=agent.temperature, steps=SMALL["steps"],
+                                   generator=gen_b)
+    q = agent.critic.q_min(obs[:, None].expand(-1, SMALL["particles"], -1), torch.tanh(particles))
+    torch.testing.assert_close(chosen, particles[torch.arange(5), q.argmax(-1)])
+    assert agent.act(obs, "raw").shape == (5, 2) and agent.act(obs, "boltzmann").abs().max() <= 1
+    with pytest.raises(ValueError, match="mode"):
+        agent.choose(obs, "greedy")
+    with pytest.raises(ValueError, match="obs"):
+        agent.act(torch.randn(5, 4))
+
+
+def test_boltzmann_choice_follows_softmax_of_q_over_temperature():
+    """With a fixed particle set, the chosen index frequencies match softmax(Q / temperature)."""
+    agent = Agent(1, 1, AgentConfig(**{**SMALL, "particles": 4}, temperature=0.5), seed=0)
+    u = torch.tensor([[[-1.0], [0.0], [0.5], [1.5]]])
+    agent._latents = lambda obs, n, gen: u.expand(obs.shape[0], -1, -1)  # freeze the particles
+    obs = torch.zeros(20_000, 1)
+    picked = agent.choose(obs, "boltzmann", torch.Generator().manual_seed(0))[:, 0]
+    freq = torch.stack([(picked == v).float().mean() for v in u[0, :, 0]])
+    q = agent.critic.q_min(torch.zeros(1, 4, 1), torch.tanh(u))[0]
+    torch.testing.assert_close(freq, torch.softmax(q / 0.5, -1), atol=0.015, rtol=0)
+
+
+def test_sac_log_prob_matches_torch_distributions():
+    policy = GaussianTanhPolicy(3, 2, hidden=16)
+    obs = torch.randn(6, 3)
+    u, log_prob = policy.rsample(obs, torch.Generator().manual_seed(0))
+    mean, log_std = policy._dist(obs)
+    base = torch.distributions.Normal(mean, log_std.exp())
+    dist = torch.distributions.TransformedDistribution(base, [torch.distributions.TanhTransform()])
+    reference = dist.log_prob(torch.tanh(u).clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
+    torch.testing.assert_close(log_prob, reference, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_one_update_per_algorithm(algo):
+    agent = Agent(3, 2, AgentConfig(**SMALL, algo=algo), seed=0)
+    target_before = copy.deepcopy(agent.critic_target.state_dict())
+    metrics = agent.update(_batch())
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert {"critic_loss", "actor_loss"} <= set(metrics)
+    assert ("ess" in metrics) == (algo != "sac") and ("alpha" in metrics) == (algo == "sac")
+    # Polyak: theta_targ <- tau theta + (1 - tau) theta_targ, every step.
+    tau = agent.config.tau
+    for name, p in agent.critic.state_dict().items():
+        torch.testing.assert_close(agent.critic_target.state_dict()[name], (1 - tau) * target_before[name] + tau * p)
+
+
+def test_terminal_batches_do_not_bootstrap():
+    """With mask = 0 the critic regresses onto the reward alone: its loss equals sum_i mean (Q_i - r)^2."""
+    agent = Agent(3, 2, AgentConfig(**SMALL), seed=0)
+    batch = _batch(terminal=True)
+    with torch.no_grad():
+        expected = ((agent.critic(batch["obs"], batch["action"]) - batch["reward"]) ** 2).mean(-1).sum()
+    assert agent.update(batch)["critic_loss"] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_reward_scale_temperature():
+    fixed = Agent(3, 2, AgentConfig(**SMALL), seed=0)
+    scaled = Agent(3, 2, AgentConfig(**SMALL, temperature_mode="reward_scale"), seed=0)
+    rewards = torch.tensor([0.0, 10.0, 20.0, 30.0])
+    assert fixed.calibrate_temperature(rewards) == 0.02
+    assert scaled.calibrate_temperature(rewards) == pytest.approx(0.02 * float(rewards.std()))
+    assert scaled.calibrate_temperature(100 * rewards) == pytest.approx(100 * 0.02 * float(rewards.std()), rel=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["rfm", "sac"])
+def test_state_dict_round_trip_continues_identically(algo):
+    cfg = AgentConfig(**SMALL, algo=algo)
+    a = Agent(3, 2, cfg, seed=0)
+    a.update(_batch(seed=1))
+    b = Agent(3, 2, cfg, seed=123)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    ma, mb = a.update(_batch(seed=2)), b.update(_batch(seed=2))
+    assert ma == mb
+    for (name, pa), pb in zip(a.actor.state_dict().items(), b.actor.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="config"):
+        Agent(3, 2, AgentConfig(**{**SMALL, "K": 17}, algo=algo), seed=0).load_state_dict(a.state_dict())
