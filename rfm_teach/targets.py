@@ -172,7 +172,7 @@ class AnisotropicQuadratic:
 
     mean: tuple[float, ...] = (0.3, -0.2)
     scales: tuple[float, ...] = (0.25, 0.6)
-    extent: float = 1.5
+    extent: float = 3.0
 
     def __call__(self, a: Tensor) -> Tensor:
         m = torch.tensor(self.mean, dtype=a.dtype, device=a.device)
@@ -259,20 +259,33 @@ class ExactGrid:
         jitter = (torch.rand(num, self.dim, dtype=torch.float64, generator=generator) - 0.5) * h
         return self.points[idx] + jitter
 
+    def _log_joint(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        """log p1(x1) + log N(x_t; alpha_t x1, beta_t^2 I) at every grid point x1 (normalised p1). (B, G)."""
+        x_t = x_t.to(torch.float64)
+        tt = as_time(t, x_t)
+        a, b = path.alpha(tt), path.beta(tt)
+        log_joint = torch.empty(x_t.shape[0], self.points.shape[0], dtype=torch.float64)
+        for start in range(0, x_t.shape[0], 16):  # chunks of rows keep the temporaries at 16 x G
+            rows = slice(start, start + 16)
+            diff2 = ((x_t[rows, None, :] - a[rows, None] * self.points) ** 2).sum(-1)
+            log_kernel = -diff2 / (2 * b[rows] ** 2) - self.dim * torch.log(b[rows] * math.sqrt(2 * math.pi))
+            log_joint[rows] = self.log_p - self.log_normaliser + log_kernel
+        return log_joint
+
+    def log_marginal(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        """Exact log p_t(x_t) = log ∫ p1(x1) N(x_t; alpha_t x1, beta_t^2 I) dx1 by quadrature. Shape (B,).
+
+        Its gradient in x_t is the noised score that diffusion policies learn (Tweedie: -mu0 / beta_t).
+        """
+        return torch.logsumexp(self._log_joint(x_t, t, path), -1) + math.log(self.cell)
+
     def posterior_log_weights(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
         """log q1(x1 = grid point | x_t), normalised over the grid. Shape (B, G).
 
         q1(x1 | x_t) ∝ p1(x1) N(x_t; alpha_t x1, beta_t^2 I).
         """
-        x_t = x_t.to(torch.float64)
-        tt = as_time(t, x_t)
-        a, b = path.alpha(tt), path.beta(tt)
-        logq = torch.empty(x_t.shape[0], self.points.shape[0], dtype=torch.float64)
-        for start in range(0, x_t.shape[0], 16):  # chunks of rows keep memory at 16 x G
-            rows = slice(start, start + 16)
-            diff2 = ((x_t[rows, None, :] - a[rows, None] * self.points) ** 2).sum(-1)
-            logq[rows] = self.log_p - diff2 / (2 * b[rows] ** 2)
-        return logq - torch.logsumexp(logq, -1, keepdim=True)
+        log_joint = self._log_joint(x_t, t, path)
+        return log_joint - torch.logsumexp(log_joint, -1, keepdim=True)
 
     def posterior_expectation(self, fn: Callable[[Tensor], Tensor], x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
         """E[fn(x1) | x_t] by quadrature. ``fn`` maps grid points (G, d) to (G, m) or to (B, G, m)."""
