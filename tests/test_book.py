@@ -128,8 +128,15 @@ def built_book() -> list[str]:
     if toc != ROOT / "_toc.yml":
         command += ["--toc", str(toc.resolve())]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    assert result.returncode == 0, f"book build failed (rc {result.returncode}):\n{(result.stdout + result.stderr)[-6000:]}"
+    assert result.returncode == 0, f"book build failed (rc {result.returncode}):\n{_cause(result.stdout + result.stderr)}"
     return _toc_pages(toc)
+
+
+def _cause(log: str) -> str:
+    """The part of a failed build log that names the cause: the first failing cell, else the tail."""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # drop terminal colours
+    start = log.find("Executing notebook failed")
+    return log[start:start + 5000] if start >= 0 else log[-5000:]
 
 
 def _dom(page: str) -> str:
