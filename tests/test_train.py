@@ -124,9 +124,8 @@ def test_rfm_reaches_95_percent_of_the_optimal_soft_return_on_the_bandit(tmp_pat
     """
     torch.set_num_threads(1)
     temperature = 0.2
-    config = make_config("tiny", env_id=BANDIT_ID, total_steps=1500, eval_every=500, eval_episodes=300,
-                         checkpoint_every=None,
-                         agent={"temperature": temperature, "K": 100, "actor_lr": 1e-3, "critic_hidden": 128})
+    config = make_config("tiny", env_id=BANDIT_ID, total_steps=1200, eval_every=600, eval_episodes=300,
+                         checkpoint_every=None, agent={"temperature": temperature, "critic_hidden": 128})
     result = train(config, tmp_path / "bandit", progress=False)
     optimum = ContextualBandit().optimal_soft_return(temperature)
     assert result["final_eval"]["return_argmax"] >= 0.95 * optimum
