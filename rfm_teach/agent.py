@@ -346,7 +346,7 @@ class Agent:
         self._step(self.alpha_optim, alpha_loss, [self.log_alpha])
         self._polyak()
         return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "alpha": float(self.log_alpha.detach().exp()),
-                "entropy": float(-logp.mean())}
+                "entropy": float(-logp.detach().mean())}
 
     # ---- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
