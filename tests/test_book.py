@@ -120,6 +120,10 @@ class _Page(HTMLParser):
 def built_book() -> list[str]:
     """Build once per session (smoke size); return the pages of the TOC."""
     toc = _toc_path()
+    pages = _toc_pages(toc)
+    # Jupyter Book only warns about a TOC entry with no source file; a missing chapter must fail.
+    missing = [page for page in pages if not any((ROOT / f"{page}{ext}").exists() for ext in (".md", ".ipynb"))]
+    assert not missing, f"{toc} lists pages with no .md or .ipynb source: {missing}"
     env = {**os.environ, "RFM_TEACH_MODE": "smoke"}
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     if jupyter_book.exists():  # the same environment as this test run
@@ -129,7 +133,7 @@ def built_book() -> list[str]:
         command += ["--toc", str(toc.resolve())]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     assert result.returncode == 0, f"book build failed (rc {result.returncode}):\n{_cause(result.stdout + result.stderr)}"
-    return _toc_pages(toc)
+    return pages
 
 
 def _cause(log: str) -> str:
