@@ -37,13 +37,12 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .policies import DiffusionPolicy, FlowPolicy
 from .targets import Boltzmann, log_sech2
 
-__all__ = ["ALGOS", "CV_OF_ALGO", "AgentConfig", "TwinCritic", "GaussianTanhPolicy", "Agent"]
+__all__ = ["ALGOS", "CV_OF_ALGO", "Agent", "AgentConfig", "GaussianTanhPolicy", "TwinCritic"]
 
 ALGOS: tuple[str, ...] = ("rfm", "noise", "gradient", "sac")
 #: The estimator each flow-family algorithm regresses onto (see rfm_teach.estimators).
@@ -92,7 +91,7 @@ class AgentConfig:
     grad_clip: float | None = 10.0
     sac_alpha_lr: float = 1e-3
 
-    def validate(self) -> "AgentConfig":
+    def validate(self) -> AgentConfig:
         """Raise ValueError naming the first bad value; return self so calls can be chained."""
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}; got {self.algo!r}")

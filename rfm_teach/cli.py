@@ -27,7 +27,7 @@ import numpy as np
 from .agent import ALGOS
 from .train import PRESETS, make_config, train
 
-__all__ = ["main", "build_parser", "load_curves", "plot_runs"]
+__all__ = ["build_parser", "load_curves", "main", "mean_ci95", "plot_runs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,10 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--temperature", type=float, default=None, help="lambda (default 0.02)")
     tr.add_argument("--temperature-mode", default=None, choices=("fixed", "reward_scale"),
                     help="fixed lambda, or lambda x std of warm-up rewards (for reward scales unlike DMC's)")
+    tr.add_argument("--warmup-steps", type=int, default=None, help="random steps before updates (default: preset's)")
+    tr.add_argument("--batch-size", type=int, default=None, help="transitions per update (default: preset's)")
     tr.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
     tr.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
     tr.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     tr.add_argument("--max-episode-steps", type=int, default=None, help="override the env's time limit")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints if present")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--out", required=True, help="output directory, e.g. runs/cheetah_rfm")
@@ -66,7 +69,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from .results import write_manifest  # imported here: plotting needs no git/provenance machinery
 
     overrides: dict = {"env_id": args.env, "device": args.device}
-    for key, value in (("total_steps", args.steps), ("eval_every", args.eval_every),
+    for key, value in (("total_steps", args.steps), ("warmup_steps", args.warmup_steps),
+                       ("batch_size", args.batch_size), ("eval_every", args.eval_every),
                        ("eval_episodes", args.eval_episodes), ("checkpoint_every", args.checkpoint_every),
                        ("max_episode_steps", args.max_episode_steps)):
         if value is not None:
@@ -76,6 +80,12 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
                        ("temperature_mode", args.temperature_mode)):
         if value is not None:
             agent[key] = value
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct; got {seeds}")
@@ -128,6 +138,20 @@ def load_curves(run: str | Path, metric: str = "return_argmax") -> tuple[np.ndar
     return np.array(steps), np.array([[c[s] for s in steps] for c in curves])
 
 
+def mean_ci95(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (axis 0) and the half-width of a 95% normal-approximation interval, 1.96 s / sqrt(n).
+
+    Shapes: ``values`` (n_seeds, S) -> two arrays (S,). With one seed the half-width is zero.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[0] < 1:
+        raise ValueError(f"values must have shape (n_seeds, S) with n_seeds >= 1; got {values.shape}")
+    mean = np.nanmean(values, 0)
+    if values.shape[0] == 1:
+        return mean, np.zeros_like(mean)
+    return mean, 1.96 * np.nanstd(values, 0, ddof=1) / math.sqrt(values.shape[0])
+
+
 def plot_runs(runs: list[str | Path], output: str | Path | None = None, metric: str = "return_argmax", ax=None):
     """Mean over seeds with a 95% normal-approximation CI band (mean ± 1.96 s / sqrt(n)), one line per run.
 
@@ -151,10 +175,9 @@ def plot_runs(runs: list[str | Path], output: str | Path | None = None, metric: 
         algo = json.loads(configs[0].read_text())["agent"]["algo"] if configs[0].exists() else None
         style = style_of(style_key[algo]) if algo in style_key else {}
         style["label"] = f"{Path(run).name} ({values.shape[0]} seed{'s' if values.shape[0] > 1 else ''})"
-        mean = np.nanmean(values, 0)
+        mean, half = mean_ci95(values)
         line = ax.plot(steps, mean, **style)[0]
         if values.shape[0] > 1:
-            half = 1.96 * np.nanstd(values, 0, ddof=1) / math.sqrt(values.shape[0])
             ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel({"return_argmax": "return (best-of-N eval)", "return_raw": "return (raw-sample eval)",

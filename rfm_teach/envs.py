@@ -19,8 +19,8 @@ Derived in notebooks/07_online_bandit.ipynb and 08_scaling_up.ipynb.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -32,9 +32,9 @@ from .targets import AnisotropicQuadratic, Boltzmann, ExactGrid, RingOfModes, Tw
 
 __all__ = [
     "BANDIT_ID",
-    "MUJOCO_TASKS",
-    "DMC_TASKS",
     "BANDIT_LANDSCAPES",
+    "DMC_TASKS",
+    "MUJOCO_TASKS",
     "ContextualBandit",
     "bandit_reward",
     "make_env",

@@ -39,14 +39,14 @@ from .agent import Agent, AgentConfig, _check_int
 from .envs import make_env
 
 __all__ = [
-    "TrainConfig",
-    "PRESETS",
-    "make_config",
-    "ReplayBuffer",
-    "resolve_device",
-    "evaluate",
-    "train",
     "LOG_COLUMNS",
+    "PRESETS",
+    "ReplayBuffer",
+    "TrainConfig",
+    "evaluate",
+    "make_config",
+    "resolve_device",
+    "train",
 ]
 
 #: One row per evaluation. Losses and diagnostics are means over the updates since the previous row
@@ -91,7 +91,7 @@ class TrainConfig:
     device: str = "auto"
     agent: AgentConfig = field(default_factory=AgentConfig)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad value (before any env or network is built); return self."""
         if not isinstance(self.env_id, str) or not self.env_id:
             raise ValueError(f"env_id must be a non-empty string; got {self.env_id!r}")
@@ -112,7 +112,7 @@ class TrainConfig:
             raise ValueError(f"buffer_size ({self.buffer_size}) must be >= batch_size ({self.batch_size})")
         resolve_device(self.device)
         if not isinstance(self.agent, AgentConfig):
-            raise ValueError(f"agent must be an AgentConfig; got {type(self.agent).__name__}")
+            raise TypeError(f"agent must be an AgentConfig; got {type(self.agent).__name__}")
         self.agent.validate()
         return self
 
@@ -120,7 +120,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
         data = dict(data)
         agent = data.pop("agent", {})

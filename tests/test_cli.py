@@ -5,23 +5,32 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rfm_teach.cli import load_curves, main
 from rfm_teach.envs import BANDIT_ID
 from rfm_teach.results import validate_manifest
-from rfm_teach.train import PRESETS
 
-TINY = ["--preset", "tiny", "--steps", "60", "--eval-every", "30", "--eval-episodes", "3", "--no-progress"]
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these tests share 2 cores with other jobs, where extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Shorter warm-up and batch than the tiny preset's, so that 60 steps include updates.
+TINY = ["--preset", "tiny", "--steps", "60", "--warmup-steps", "20", "--batch-size", "8", "--eval-every", "30",
+        "--eval-episodes", "3", "--no-progress"]
 
 
 def _train_args(out, *extra):
     return ["train", "--env", BANDIT_ID, *TINY, "--out", str(out), *extra]
 
 
-def test_train_two_seeds_then_plot(tmp_path, monkeypatch):
-    # A shorter warm-up and batch than the tiny preset's, so that 60 steps include updates.
-    monkeypatch.setitem(PRESETS["tiny"], "warmup_steps", 20)
-    monkeypatch.setitem(PRESETS["tiny"], "batch_size", 8)
+def test_train_two_seeds_then_plot(tmp_path):
     out = tmp_path / "bandit"
     assert main(_train_args(out, "--seeds", "0", "1", "--algo", "rfm")) == 0
     for seed in (0, 1):
@@ -44,6 +53,7 @@ def test_train_two_seeds_then_plot(tmp_path, monkeypatch):
     [(["train", "--env", "NoSuchEnv-v0", "--preset", "tiny", "--out", "x"], "unknown env id"),
      (["train", "--env", "CartPole-v1", "--preset", "tiny", "--out", "x"], "Discrete action space"),
      (["train", "--env", BANDIT_ID, "--steps", "0", "--out", "x"], "total_steps"),
+     (["train", "--env", BANDIT_ID, "--warmup-steps", "10", "--out", "x"], "batch_size"),
      (["train", "--env", BANDIT_ID, "--temperature", "-1", "--out", "x"], "temperature"),
      (["train", "--env", BANDIT_ID, "--seeds", "1", "1", "--out", "x"], "distinct"),
      (["train", "--env", BANDIT_ID, "--algo", "ppo", "--out", "x"], "invalid choice"),

@@ -12,6 +12,15 @@ from rfm_teach.envs import BANDIT_ID, ContextualBandit, make_env
 from rfm_teach.train import LOG_COLUMNS, PRESETS, ReplayBuffer, TrainConfig, make_config, resolve_device, train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these tests share 2 cores with other jobs, where extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _rows(path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(f)]
@@ -122,7 +131,6 @@ def test_rfm_reaches_95_percent_of_the_optimal_soft_return_on_the_bandit(tmp_pat
 
     See ContextualBandit.optimal_soft_return: the exact return of the Boltzmann policy RFM targets.
     """
-    torch.set_num_threads(1)
     temperature = 0.2
     config = make_config("tiny", env_id=BANDIT_ID, total_steps=1200, eval_every=600, eval_episodes=300,
                          checkpoint_every=None, agent={"temperature": temperature, "critic_hidden": 128})
