@@ -31,6 +31,7 @@ Derived in notebooks/06_fixed_target.ipynb.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +170,9 @@ class _PathPolicy(nn.Module):
 
     # ---- the RFM regression loss ------------------------------------------------------------------
     def regression_target(self, u1: Tensor, target: Boltzmann, *, K: int = 100, cv="auto",
-                          generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, PosteriorEstimate]:
+                          generator: torch.Generator | None = None,
+                          exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
+                          ) -> tuple[Tensor, Tensor, Tensor, PosteriorEstimate | None]:
         """Draw (t, u_t) around the endpoints ``u1`` and compute the detached RFM regression target there.
 
         Equations (notes §2.7, §4)::
@@ -180,6 +183,10 @@ class _PathPolicy(nn.Module):
 
         Shapes: ``u1`` (B, d) -> (t (B,), u_t (B, d), y (B, d), the PosteriorEstimate).
         Draws t, then u0, then the K importance draws from ``generator``, in that order.
+
+        ``exact_mu1(u_t, t) -> (B, d)``, if given, replaces the Monte Carlo estimate by an exact posterior
+        mean (e.g. ``ExactGrid.posterior_mean``): the oracle that separates the estimator's error from
+        the network's. The estimate is then None.
         """
         if not isinstance(target, Boltzmann):
             raise TypeError(f"target must be a rfm_teach.targets.Boltzmann; got {type(target).__name__}")
@@ -197,15 +204,20 @@ class _PathPolicy(nn.Module):
         t = self.t_min + (1 - 2 * self.t_min) * torch.rand(batch, dtype=self._dtype, device=self._device, generator=generator)
         u0 = torch.randn(batch, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
         u_t = self.path.interpolate(u1, u0, t[:, None])
-        est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator)
+        if exact_mu1 is None:
+            est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator)
+            mu1 = est.mean
+        else:
+            est, mu1 = None, exact_mu1(u_t, t).to(u_t.dtype)
         # The target is a constant: no gradient may flow into the critic or back through u_t.
-        y = est.to_target(self.prediction, self.path).detach()
+        y = self.path.convert(mu1, u_t, t[:, None], src="x1", dst=self.prediction).detach()
         if not bool(torch.isfinite(y).all()):
             raise FloatingPointError("the regression target has NaN or inf (check Q and the temperature)")
         return t, u_t, y, est
 
     def loss(self, obs: Tensor, u1: Tensor, target: Boltzmann, *, temperature: float, K: int = 100, cv="auto",
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+             generator: torch.Generator | None = None,
+             exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, dict]:
         """Regress the network onto the RFM target at u_t drawn around the endpoints ``u1``.
 
         Equation (notes §2.7)::
@@ -220,9 +232,11 @@ class _PathPolicy(nn.Module):
             target: :class:`~rfm_teach.targets.Boltzmann`, squashed iff the policy is.
             temperature: the lambda the network is conditioned on; a float must equal ``target.temperature``.
             K, cv, generator: passed to :func:`~rfm_teach.estimators.posterior_mean`.
+            exact_mu1: optional exact posterior mean replacing the estimate (see :meth:`regression_target`).
 
         Returns:
-            (scalar loss, info) with info = {"ess": mean ESS, "c": mean |c|, "target_rms": rms of y}.
+            (scalar loss, info) with info = {"ess": mean ESS, "c": mean |c|, "target_rms": rms of y}
+            (ess and c are None with ``exact_mu1``).
         """
         if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and isinstance(target, Boltzmann):
             if not math.isclose(float(temperature), target.temperature, rel_tol=1e-6):
@@ -234,11 +248,11 @@ class _PathPolicy(nn.Module):
         temp = self._check_temperature(temperature, obs.shape[0])
         if isinstance(u1, Tensor) and u1.shape[:1] != obs.shape[:1]:
             raise ValueError(f"u1 must have one row per state: obs has {obs.shape[0]}, u1 has shape {tuple(u1.shape)}")
-        t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator)
+        t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1)
         loss = F.mse_loss(self.net(obs, u_t, t, temp), y)
         info = {
-            "ess": float(est.ess.mean()),
-            "c": float(est.c.abs().mean()),
+            "ess": None if est is None else float(est.ess.mean()),
+            "c": None if est is None else float(est.c.abs().mean()),
             "target_rms": float(y.pow(2).mean().sqrt()),
         }
         return loss, info
