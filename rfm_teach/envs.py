@@ -3,15 +3,15 @@
 Every maker returns a ``gymnasium.Env`` with a flat float observation and a ``Box`` action space
 rescaled to [-1, 1]^d, which is what the tanh-squashed policies of :mod:`rfm_teach.policies` produce.
 
-=================================  ==============================================================
-``env_id``                         what it is
-=================================  ==============================================================
-``"rfm_teach/ContextualBandit-v0"`` one-step episodes; a one-hot context picks a 2D toy landscape
-``"HalfCheetah-v5"`` ... (any id     Gymnasium MuJoCo (HalfCheetah, Hopper, Walker2d, Ant,
-registered in gymnasium)            Humanoid, ...), actions rescaled to [-1, 1]
-``"cheetah-run"`` ... (the paper's   DeepMind Control through ``dm_control`` + ``shimmy``
-8 DMC tasks) or ``"dm_control/<domain>-<task>-v0"``   (optional extra: ``pip install rfm_teach[dmc]``)
-=================================  ==============================================================
+- ``"rfm_teach/ContextualBandit-v0"``: one-step episodes; a one-hot context picks a 2D toy landscape,
+  and the optimal soft policy and its return are exact on a grid (:class:`ContextualBandit`).
+- any registered Gymnasium id with a ``Box`` action space, e.g. the MuJoCo v5 tasks of
+  :data:`MUJOCO_TASKS`; actions rescaled to [-1, 1], MuJoCo's stray warning silenced.
+- the paper's DeepMind Control tasks (:data:`DMC_TASKS`, e.g. ``"cheetah-run"``) or any
+  ``"dm_control/<domain>-<task>-v0"``, through ``dm_control`` + ``shimmy`` (optional extra
+  ``pip install rfm_teach[dmc]``); observations flattened.
+
+Shapes: observations (ds,) float, actions (d,) in [-1, 1]^d.
 
 Derived in notebooks/07_online_bandit.ipynb and 08_scaling_up.ipynb.
 """

@@ -222,19 +222,18 @@ class ReplayBuffer:
         self.rng.bit_generator.state = state["rng"]
 
 
-def _env_rng_state(env: gym.Env) -> dict:
-    """The random state(s) a reset draws from: gymnasium's np_random, plus dm_control's task RNG if any."""
-    state = {"np_random": env.unwrapped.np_random.bit_generator.state}
-    task = getattr(getattr(env.unwrapped, "_env", None), "task", None)
-    if task is not None and hasattr(task, "random"):
-        state["dm_control"] = task.random.get_state()
-    return state
+def _env_rng_state(env: gym.Env):
+    """The random state a reset draws from: gymnasium's np_random (a legacy RandomState under shimmy's DMC)."""
+    rng = env.unwrapped.np_random
+    return rng.get_state() if isinstance(rng, np.random.RandomState) else rng.bit_generator.state
 
 
-def _set_env_rng_state(env: gym.Env, state: dict) -> None:
-    env.unwrapped.np_random.bit_generator.state = state["np_random"]
-    if "dm_control" in state:
-        env.unwrapped._env.task.random.set_state(state["dm_control"])
+def _set_env_rng_state(env: gym.Env, state) -> None:
+    rng = env.unwrapped.np_random
+    if isinstance(rng, np.random.RandomState):
+        rng.set_state(state)
+    else:
+        rng.bit_generator.state = state
 
 
 def _make(config: TrainConfig, seed: int | None) -> gym.Env:
