@@ -253,7 +253,9 @@ def make_env(env_id: str, seed: int | None = None) -> gym.Env:
         env.close()
         raise ValueError(f"{env_id!r} has an unbounded action space; a tanh-squashed policy needs finite bounds")
     if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
-        env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+        with warnings.catch_warnings():  # float64 bounds cast to the env's float32 box: harmless, just noisy
+            warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
+            env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
