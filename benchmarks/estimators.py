@@ -31,12 +31,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from rfm_teach import plotting  # noqa: E402
-from rfm_teach.agent import Agent, AgentConfig, TwinCritic  # noqa: E402
-from rfm_teach.estimators import (  # noqa: E402
+from rfm_teach import plotting
+from rfm_teach.agent import Agent, AgentConfig, TwinCritic
+from rfm_teach.estimators import (
     auto_coefficient,
     combine,
     draw,
@@ -45,8 +45,8 @@ from rfm_teach.estimators import (  # noqa: E402
     plugin_coefficient,
     posterior_mean,
 )
-from rfm_teach.paths import LinearFlow  # noqa: E402
-from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, make_toy  # noqa: E402
+from rfm_teach.paths import LinearFlow
+from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, make_toy
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -138,7 +138,7 @@ def timing(repeats: int) -> dict:
 def markdown_tables(records: list[dict], ts) -> str:
     lines = []
     for name, *_ in TARGETS:
-        lines += [f"**{name}** (MSE of mu1 against the exact answer; ESS median; ratio auto / best of the others)", ""]
+        lines += [f"### {name}", "", "MSE of mu1 against the exact answer; ESS median; ratio auto / best of the others.", ""]
         Ks = sorted({r["K"] for r in records if r["target"] == name})
         head = "| t | " + " | ".join(f"K={K}: none / grad / plugin / **auto** (ESS) | auto/best" for K in Ks) + " |"
         lines += [head, "|" + "---|" * (1 + 2 * len(Ks))]
@@ -195,7 +195,7 @@ def figure(records: list[dict], path: Path) -> None:
 def update_readme(block: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    pattern = re.compile(r"(<!-- estimator-benchmark:start -->\n).*?(<!-- estimator-benchmark:end -->)", re.S)
+    pattern = re.compile(r"(<!-- estimator-benchmark:start -->\n).*?(<!-- estimator-benchmark:end -->)", re.DOTALL)
     if not pattern.search(text):
         raise SystemExit("README.md has no <!-- estimator-benchmark:start/end --> markers")
     readme.write_text(pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text))
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Full table: `benchmarks/results/{stem}.md`; figure: `benchmarks/results/{stem}.png`.",
     ])
-    (OUT / f"{stem}.md").write_text("# Estimator benchmark\n\n" + block + "\n\n" + markdown_tables(records, ts))
+    (OUT / f"{stem}.md").write_text("## Estimator error against exact answers\n\n" + block + "\n\n" + markdown_tables(records, ts))
     (OUT / f"{stem}_timing.json").write_text(json.dumps({"command": command, "commit": commit, "dirty": dirty, **times},
                                                         indent=2))
     print(block)

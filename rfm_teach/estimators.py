@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -54,7 +53,7 @@ __all__ = [
     "posterior_mean",
 ]
 
-CV = Union[str, float]
+CV = str | float
 CV_MODES: tuple[str, ...] = ("none", "gradient", "plugin", "auto")
 
 
@@ -209,7 +208,10 @@ def plugin_coefficient(draws: ImportanceDraws, ridge: float = 1e-4, clip: float 
 def _subset(draws: ImportanceDraws, idx: Tensor) -> ImportanceDraws:
     """The draws at positions ``idx`` along K, re-weighted among themselves (an independent SNIS)."""
     log_w = draws.log_w[:, idx]
-    pick = lambda z: None if z is None else z[:, idx]  # noqa: E731
+
+    def pick(z: Tensor | None) -> Tensor | None:
+        return None if z is None else z[:, idx]
+
     return ImportanceDraws(draws.x_t, draws.t, draws.x0[:, idx], draws.x1[:, idx], log_w, torch.softmax(log_w, -1),
                            draws.alpha, draws.beta, pick(draws.grad_log_p), pick(draws.score))
 

@@ -18,8 +18,8 @@ Derived in notebooks/01_boltzmann_policy.ipynb.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
