@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable
@@ -270,14 +269,11 @@ def find_runs(experiment: str | None = None, root: str | os.PathLike | None = No
     return sorted(p.parent for p in base.rglob(MANIFEST))
 
 
-def _main(argv: list[str] | None = None) -> int:  # python -m rfm_teach.results: validate every stored run
+def _main() -> int:
+    """Validate every stored run; used by ``python -m rfm_teach.results``."""
     runs = find_runs()
     for run in runs:
         validate_manifest(run)
         print(f"ok {run.relative_to(RESULTS_DIR)}")
     print(f"{len(runs)} run(s) valid")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
