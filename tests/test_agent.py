@@ -10,15 +10,6 @@ import torch
 from rfm_teach.agent import ALGOS, Agent, AgentConfig, GaussianTanhPolicy, TwinCritic
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests share 2 cores with other jobs, where extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = {"hidden": 32, "critic_hidden": 32, "emb_dim": 16, "K": 16, "particles": 8, "steps": 4}
 
 

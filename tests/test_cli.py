@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from rfm_teach.cli import load_curves, main
 from rfm_teach.envs import BANDIT_ID
 from rfm_teach.results import validate_manifest
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests share 2 cores with other jobs, where extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # Shorter warm-up and batch than the tiny preset's, so that 60 steps include updates.

@@ -12,15 +12,6 @@ import torch
 from rfm_teach.envs import BANDIT_ID, BANDIT_LANDSCAPES, ContextualBandit, bandit_reward, make_env
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests share 2 cores with other jobs, where extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_bandit_is_a_one_step_contextual_env():
     env = make_env(BANDIT_ID, seed=3)
     assert env.observation_space.shape == (len(BANDIT_LANDSCAPES),)

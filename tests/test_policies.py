@@ -10,7 +10,7 @@ import torch
 
 from rfm_teach.estimators import noise_expectation, posterior_mean
 from rfm_teach.paths import LinearFlow, VPDiffusion
-from rfm_teach.policies import DiffusionPolicy, FlowPolicy, PolicyNet, sinusoidal_embedding
+from rfm_teach.policies import DiffusionPolicy, FlowPolicy, sinusoidal_embedding
 from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, make_toy
 
 POLICIES = [FlowPolicy, DiffusionPolicy]

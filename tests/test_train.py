@@ -12,15 +12,6 @@ from rfm_teach.envs import BANDIT_ID, ContextualBandit, make_env
 from rfm_teach.train import LOG_COLUMNS, PRESETS, ReplayBuffer, TrainConfig, make_config, resolve_device, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests share 2 cores with other jobs, where extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rows(path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(f)]
