@@ -102,7 +102,8 @@ class _Page(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         self.classes.append(attributes.get("class") or "")
-        if tag == "img" and "_images/" in (attributes.get("src") or ""):
+        src = attributes.get("src") or ""
+        if tag == "img" and "_images/" in src and "colab-badge" not in src:  # the badge is not a figure
             self.figures += 1
         if tag in self.SKIP:
             self.depth += 1
