@@ -1,7 +1,7 @@
 """Distances between a sample cloud and a target: sliced Wasserstein-2, MMD², grid total variation.
 
-These are the sample-based distances of the paper's toy experiment (notes §6.2: sliced Wasserstein and
-MMD²; the third, Sinkhorn, is replaced here by an exact-grid total variation, which needs no solver
+These are the sample-based distances of the paper's 2D toy experiment (arXiv 2601.08136: sliced Wasserstein
+and MMD²; the third, Sinkhorn, is replaced here by an exact-grid total variation, which needs no solver
 and uses the exact density that :class:`~rfm_teach.targets.ExactGrid` gives us).
 
 - :func:`sliced_wasserstein`: SW2(P, Q) = sqrt(E_theta W2^2(theta·P, theta·Q)), theta uniform on the
@@ -73,11 +73,32 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, n_projections: int = 256, genera
     return float(((qx - qy) ** 2).mean().sqrt())
 
 
+def _spread(v: Tensor, n: int) -> Tensor:
+    """n rows of v at evenly spaced indices (all of v when n >= len(v)): deterministic, not just the first."""
+    if n >= v.shape[0]:
+        return v
+    return v[torch.linspace(0, v.shape[0] - 1, n).round().long()]
+
+
 def median_bandwidth(x: Tensor, y: Tensor | None = None, *, max_points: int = 2000) -> float:
-    """Median heuristic: h = median pairwise distance of the pooled points (first ``max_points``)."""
-    pts = x if y is None else torch.cat([x, y], 0)
-    pts = pts[:max_points].to(torch.float64)
-    d = torch.cdist(pts, pts)
+    """Median heuristic: h = median pairwise distance of the pooled points, at most ``max_points`` of them.
+
+    The budget is split symmetrically: each cloud gives up to max_points // 2 evenly spaced points, and
+    a cloud smaller than that leaves the rest to the other. So the pooled set, and h, are the same for
+    (x, y) as for (y, x), and ``mmd2(x, y) == mmd2(y, x)``; taking the first max_points of cat([x, y])
+    would ignore y whenever x alone has max_points points.
+    """
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+        raise ValueError(f"max_points must be an int >= 2; got {max_points!r}")
+    if y is None:
+        pts = _spread(x, max_points)
+    else:
+        half = max_points // 2
+        nx = min(x.shape[0], max(half, max_points - y.shape[0]))
+        ny = min(y.shape[0], max(half, max_points - x.shape[0]))
+        pts = torch.cat([_spread(x, nx), _spread(y, ny)], 0)
+    pts = pts.to(torch.float64)
+    d = torch.cdist(pts, pts, compute_mode="donot_use_mm_for_euclid_dist")  # exact, order-independent
     iu = torch.triu_indices(pts.shape[0], pts.shape[0], 1)
     h = float(d[iu[0], iu[1]].median())
     if not h > 0:

@@ -94,3 +94,13 @@ def test_metric_validation():
         grid_tv(torch.zeros(5, 3), grid)
     with pytest.raises(TypeError, match="ExactGrid"):
         grid_tv(x, None)
+
+
+@pytest.mark.parametrize("n, m", [(2500, 300), (3000, 3000), (500, 700)])
+def test_mmd2_and_the_median_bandwidth_are_symmetric(n, m):
+    """The bandwidth pools points of both clouds symmetrically, so swapping x and y changes nothing,
+    even when x alone has more than max_points points (where cat([x, y])[:2000] would ignore y)."""
+    x, y = gaussian(n, [0.0, 0.0], 1.0, 1), gaussian(m, [3.0, 0.0], 2.0, 2)
+    assert median_bandwidth(x, y) == median_bandwidth(y, x)
+    assert mmd2(x, y) == pytest.approx(mmd2(y, x), rel=1e-12, abs=1e-15)
+    assert median_bandwidth(x, y) > 1.2 * median_bandwidth(x)  # y's wider, shifted cloud is seen
