@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch import Tensor
 
-__all__ = ["set_style", "ESTIMATOR_STYLE", "style_of", "density_panel", "CMAP"]
+__all__ = ["set_style", "ESTIMATOR_STYLE", "style_of", "run_styles", "density_panel", "CMAP"]
 
 #: Okabe–Ito colour-blind-safe palette, one fixed colour and dash per estimator everywhere in the book.
 ESTIMATOR_STYLE: dict[str, dict] = {
@@ -23,6 +23,11 @@ ESTIMATOR_STYLE: dict[str, dict] = {
     "sac": {"color": "#7f7f7f", "linestyle": ":", "label": "SAC"},
 }
 CMAP = "viridis"
+#: Colours for further runs of an estimator that already has its line in a figure: the rest of the
+#: Okabe–Ito palette, then matplotlib's tab10 (never a colour already used in the figure).
+_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#D55E00", "#F0E442", "#1f77b4", "#ff7f0e", "#2ca02c",
+                                   "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+_EXTRA_DASHES: tuple = ("-", "--", "-.", ":")
 
 
 def set_style() -> None:
@@ -48,6 +53,31 @@ def style_of(name: str) -> dict:
     if name not in ESTIMATOR_STYLE:
         raise ValueError(f"unknown estimator style {name!r}; expected one of {sorted(ESTIMATOR_STYLE)}")
     return dict(ESTIMATOR_STYLE[name])
+
+
+def run_styles(keys: list[str | None]) -> list[dict]:
+    """One style per line of a figure: the estimator's own colour for its first line, and for every
+    further line (a second run of the same estimator, or a run with no estimator style) a colour no
+    other line of the figure has, so that two runs of one algorithm never share a colour.
+
+    ``keys``: estimator names of :data:`ESTIMATOR_STYLE` or None, one per line. Returns dicts of
+    color and linestyle (and the estimator's label for its first line).
+    """
+    styles: list[dict] = []
+    seen: set[str] = set()
+    reserved = {ESTIMATOR_STYLE[k]["color"] for k in keys if k in ESTIMATOR_STYLE}
+    spare = [c for c in _EXTRA_COLOURS if c not in reserved]
+    extra = 0
+    for key in keys:
+        if key in ESTIMATOR_STYLE and key not in seen:
+            seen.add(key)
+            styles.append(style_of(key))
+            continue
+        colour = spare[extra % len(spare)]
+        dash = _EXTRA_DASHES[(extra // len(spare)) % len(_EXTRA_DASHES)]
+        extra += 1
+        styles.append({"color": colour, "linestyle": ESTIMATOR_STYLE[key]["linestyle"] if key in ESTIMATOR_STYLE and extra <= len(spare) else dash})
+    return styles
 
 
 def density_panel(ax: plt.Axes, density: Tensor | np.ndarray, extent: float, **kwargs) -> mpl.image.AxesImage:

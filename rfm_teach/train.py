@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -59,7 +60,11 @@ LOG_COLUMNS: tuple[str, ...] = (
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs; defaults are the authors' DMC protocol (notes §5.5).
+    """Everything a run needs; defaults are the authors' DMC protocol (configs/default.yaml of
+    azizanlab/ReverseFlowMatching: 250k steps, 10k random warm-up steps, batch 256, one update per step).
+
+    The command line is generated from this class and :class:`~rfm_teach.agent.AgentConfig`
+    (``rfm-teach train --help`` lists every field with the text below), and every manifest records it.
 
     Attributes:
         env_id: see :func:`rfm_teach.envs.make_env`.
@@ -304,21 +309,45 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _manifest_extra(config: TrainConfig, step: int) -> dict:
+    """What a manifest says about a run of the loop: the full config, the steps reached, the protocol."""
+    a = config.agent
+    argmax = ("the deterministic tanh(mean) action" if a.algo == "sac"
+              else f"best of {a.particles} policy particles by min-Q")
+    return {
+        "env_id": config.env_id, "algo": a.algo, "steps": step, "finished": step >= config.total_steps,
+        "evaluation": {
+            "return_argmax": f"{argmax}, {config.eval_episodes} episodes",
+            "return_raw": f"one policy sample per step, {config.eval_episodes} episodes",
+        },
+        "config": config.to_dict(),
+    }
+
+
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           checkpoint_path: str | os.PathLike | None = None, stop_after: int | None = None,
-          progress: bool = True) -> dict:
-    """Run (or resume) one seed of online training; write ``config.json`` and ``log.csv`` into ``run_dir``.
+          progress: bool = True, command: str | None = None) -> dict:
+    """Run (or resume) one seed of online training; write ``config.json``, ``log.csv`` and ``manifest.json``
+    into ``run_dir``.
+
+    The manifest (see :mod:`rfm_teach.results`) is written here, not by the command line, so a run started
+    from Python records the same facts as ``rfm-teach train``: the full config under ``extra.config``, the
+    steps reached, ``extra.finished`` (False for a run split with ``stop_after``), the evaluation
+    protocol, versions, device, threads and file hashes. A stale manifest is removed when a run starts.
 
     Args:
         config: a :class:`TrainConfig` (validated here, before anything is built).
         run_dir: output directory for small, shippable files (created if needed).
-        resume: continue from ``checkpoint_path`` if it exists (the config must match, except
-            ``total_steps``, which may grow).
+        resume: continue from ``checkpoint_path`` (the config must match, except ``total_steps``, which
+            may grow). A missing checkpoint raises ValueError: silently starting over would overwrite the
+            log of the run one meant to continue.
         checkpoint_path: default ``run_dir/../checkpoints/<run_dir name>.pt``, outside the run
             directory so that the run directory stays small enough to store with a manifest.
         stop_after: stop at the first episode end at or after this many steps and checkpoint there
             (to split a long job, or to test exact resume).
         progress: show a tqdm bar.
+        command: the command line recorded in the manifest (the CLI passes its own); default
+            ``"python: rfm_teach.train.train(config, run_dir)"``.
 
     Returns:
         {"step", "wall_time_s", "log": path of log.csv, "checkpoint": path, "final_eval": last CSV row
@@ -330,9 +359,17 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     if stop_after is not None:
         _check_int("stop_after", stop_after, 1)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else run_dir.parent / "checkpoints" / f"{run_dir.name}.pt"
+    if resume and not ckpt.exists():
+        raise ValueError(f"resume: no checkpoint at {str(ckpt)!r}; start without resume to begin a fresh run")
+    if config.total_steps <= config.warmup_steps:
+        warnings.warn(f"total_steps ({config.total_steps}) <= warmup_steps ({config.warmup_steps}): no update "
+                      "will run; the run measures the untrained policy", UserWarning, stacklevel=2)
     device = resolve_device(config.device)
+    from .results import MANIFEST, write_manifest
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MANIFEST).unlink(missing_ok=True)  # the files are about to change
 
     env = _make(config, config.seed)
     eval_envs = [_make(config, None) for _ in range(config.eval_episodes)]
@@ -342,7 +379,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     warmup_rng = np.random.default_rng(config.seed + 2)
 
     start, wall_before, episodes, recent = 0, 0.0, 0, []
-    resumed = resume and ckpt.exists()
+    resumed = resume
     if resumed:
         state = torch.load(ckpt, weights_only=False)  # our own file: numpy RNG states are plain dicts
         saved = TrainConfig.from_dict(state["config"])
@@ -422,5 +459,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     bar.close()
     for e in (env, *eval_envs):
         e.close()
+    wall = wall_before + time.perf_counter() - t0
+    write_manifest(run_dir, command=command or "python: rfm_teach.train.train(config, run_dir)", seeds=[config.seed],
+                   extra=_manifest_extra(config, step), wall_time_s=wall, device=device.type)
     return {"step": step, "wall_time_s": wall_before + time.perf_counter() - t0, "log": run_dir / "log.csv",
             "checkpoint": ckpt, "final_eval": last_row, "device": device.type}
