@@ -1,149 +1,144 @@
-"""Fit a flow policy onto a fixed 2D Boltzmann target with each estimator at equal K; store curves + manifest.
+"""Fit flow/diffusion policies onto fixed Boltzmann targets with each estimator at equal K; store curves + manifest.
 
-Usage (the committed run; about 8 minutes on 1 CPU thread)::
+Every :class:`~rfm_teach.fixed_target.FitConfig` field is a flag (``--steps 800``, ``--hidden 128``,
+``--lr-schedule constant``: generated from the dataclass, with its help text); the sweep flags take
+lists: ``--toys``, ``--policies``, ``--seeds`` and ``--estimators`` (``auto+policy`` = cv auto with the
+policy proposal, our default; ``plugin``, ``none``, ``gradient`` = the kernel-only estimators, as in the
+paper; ``exact`` = the oracle). ``--set FIELD=V1,V2`` sweeps any other field (the oracle study).
 
-    python benchmarks/fixed_target.py --toys two_moons --cvs none gradient plugin auto exact --steps 1500
+Usage (the committed comparison)::
 
-Writes ``rfm_teach/results/fixed_target/<run_id>/``:
+    python benchmarks/fixed_target.py --toys two_moons ring --seeds 0 1 2 \
+        --estimators auto+policy plugin none gradient exact --run-id compare_flow
 
-- ``curves.csv``: one row per (toy, cv, evaluation step): sw, mmd2, tv, outside, loss, ess, c, wall_s;
-- ``floor.csv``: the same distances between two independent exact draws (the sampling-noise floor);
-- ``samples.csv``: the final policy samples of every run (first 500), for figures;
-- ``manifest.json``: command, seeds, git commit + dirty flag, versions, device, date, wall time, hashes.
+Writes ``rfm_teach/results/fixed_target/<run_id>/`` (rewritten after every fit, so a stopped sweep
+keeps what it finished):
 
-and prints a Markdown table of the distances at a few steps. The exact oracle (``--cvs exact``)
-regresses on the grid posterior mean; it shows what the network and sampler reach with a perfect
-estimator, so the gap to it is the estimator's share of the error.
+- ``curves.csv``: one row per (toy, policy, estimator, seed, evaluation step): sw, mmd2, tv, outside, loss, ess, c, lr;
+- ``final.csv``: the last row of every fit;
+- ``floor.csv``: the same distances between two independent exact draws (the sampling-noise floor), per toy and seed;
+- ``samples.csv``: the first 200 final samples of every fit (first two coordinates), for figures;
+- ``manifest.json``: command, commit + dirty flag, versions, device, wall time, file hashes and every
+  fit's full config (``extra.configs``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from rfm_teach.fixed_target import fit_to_target
+from rfm_teach.fixed_target import (CURVE_FIELDS, FLOOR_FIELDS, SAMPLE_FIELDS, FitConfig, fit_to_target,
+                                    manifest_extra, sample_rows, write_csv)
 from rfm_teach.results import RESULTS_DIR, write_manifest
 
-CURVE_FIELDS = ["toy", "policy", "cv", "K", "temperature", "seed", "step", "sw", "mmd2", "tv", "outside", "loss",
-                "ess", "c", "wall_s"]
+SWEPT = {"toy": "toys", "policy": "policies", "seed": "seeds"}  # fields given as lists
+FINAL_FIELDS = [f for f in CURVE_FIELDS if f not in ("loss", "ess", "c", "lr")]
 
 
-def _fmt(v):
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
+def _parse_value(kind, text: str):
+    if kind in (int, "int"):
+        return int(text)
+    if kind in (float, "float"):
+        return float(text)
+    return text
 
 
-def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in fields})
+def _parse_cv(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
-def markdown_table(rows: list[dict], floors: dict[str, dict], at: list[int]) -> str:
-    """Distances (SW2 / MMD² / TV) per toy and cv at the given steps, with the exact-sample floor."""
-    out = ["| toy | cv | " + " | ".join(f"step {s}: SW2 / MMD² / TV" for s in at) + " | best TV (step) |",
-           "|---|---|" + "---|" * (len(at) + 1)]
-    keys = sorted({(r["toy"], str(r["cv"])) for r in rows}, key=lambda k: (k[0], k[1]))
-    for toy, cv in keys:
-        mine = [r for r in rows if r["toy"] == toy and str(r["cv"]) == cv]
-        by_step = {r["step"]: r for r in mine}
-        cells = []
-        for s in at:
-            r = by_step.get(s)
-            cells.append("–" if r is None else f"{r['sw']:.3f} / {r['mmd2']:.4f} / {r['tv']:.3f}")
-        best = min(mine, key=lambda r: r["tv"])
-        out.append(f"| {toy} | {cv} | " + " | ".join(cells) + f" | {best['tv']:.3f} ({best['step']}) |")
-    for toy, f in floors.items():
-        cell = f"{f['sw']:.3f} / {f['mmd2']:.4f} / {f['tv']:.3f}"
-        out.append(f"| {toy} | exact samples (floor) | " + " | ".join([cell] * len(at)) + " | |")
-    return "\n".join(out)
+def parse_estimator(name: str) -> dict:
+    """'auto+policy' -> cv auto, proposal policy; 'plugin' -> cv plugin, proposal kernel; 'exact' -> the oracle."""
+    cv, _, proposal = name.partition("+")
+    return {"cv": _parse_cv(cv), "proposal": proposal or "kernel"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    for f in dataclasses.fields(FitConfig):
+        if f.name in SWEPT or f.name in ("cv", "proposal"):
+            continue
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default,
+                       type=lambda s, k=f.type: _parse_value(k, s), help=f"{f.metadata.get('help', '')} (default {f.default})")
+    defaults = FitConfig()
+    p.add_argument("--toys", nargs="+", default=[defaults.toy])
+    p.add_argument("--policies", nargs="+", default=[defaults.policy], choices=["flow", "diffusion"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[defaults.seed])
+    p.add_argument("--estimators", nargs="+", default=["auto+policy", "plugin", "none", "gradient", "exact"],
+                   help="cv[+policy]: auto+policy (ours, the default), plugin (the paper's), none, gradient, exact (oracle)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="sweep any other FitConfig field over the listed values (e.g. --set hidden=128,256)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps timings comparable)")
+    p.add_argument("--run-id", default=None, help="default: fixed_target_<steps>steps")
+    p.add_argument("--out-root", default=str(RESULTS_DIR / "fixed_target"))
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def configs_from_args(args: argparse.Namespace) -> list[FitConfig]:
+    """One FitConfig per (seed, toy, policy, swept values, estimator): seeds outermost, so a stopped sweep has whole seeds."""
+    types = {f.name: f.type for f in dataclasses.fields(FitConfig)}
+    base = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig) if hasattr(args, f.name)}
+    sweeps = [{}]
+    for item in args.set:
+        name, _, values = item.partition("=")
+        if name not in types or not values:
+            raise SystemExit(f"--set expects FIELD=V1,V2 with FIELD one of FitConfig's fields; got {item!r}")
+        sweeps = [{**s, name: _parse_value(types[name], v)} for s in sweeps for v in values.split(",")]
+    out = []
+    for seed in args.seeds:
+        for toy in args.toys:
+            for policy in args.policies:
+                for sweep in sweeps:
+                    for est in args.estimators:
+                        cfg = FitConfig(**{**base, "toy": toy, "policy": policy, "seed": seed, **sweep,
+                                           **parse_estimator(est)})
+                        out.append(cfg.validate())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--toys", nargs="+", default=["two_moons"])
-    p.add_argument("--cvs", nargs="+", default=["none", "gradient", "plugin", "auto", "exact"])
-    p.add_argument("--policy", default="flow", choices=["flow", "diffusion"])
-    p.add_argument("--K", type=int, default=100)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--n-eval", type=int, default=1000)
-    p.add_argument("--sample-steps", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps timings comparable)")
-    p.add_argument("--run-id", default=None, help="default: <policy>_K<K>_steps<steps>_seed<seed>")
-    p.add_argument("--out-root", default=str(RESULTS_DIR / "fixed_target"))
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    run_id = args.run_id or f"{args.policy}_K{args.K}_steps{args.steps}_seed{args.seed}"
+    configs = configs_from_args(args)
+    run_id = args.run_id or f"fixed_target_{args.steps}steps"
     run_dir = Path(args.out_root) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    rows, floors, samples = [], {}, []
-    for toy in args.toys:
-        for cv_name in args.cvs:
-            cv = float(cv_name) if cv_name.replace(".", "", 1).isdigit() else cv_name
-            res = fit_to_target(toy, cv=cv, K=args.K, steps=args.steps, temperature=args.temperature,
-                                batch=args.batch, lr=args.lr, seed=args.seed, policy=args.policy,
-                                eval_every=args.eval_every, n_eval=args.n_eval, sample_steps=args.sample_steps,
-                                progress=not args.no_progress)
-            rows += res.to_rows()
-            floors[toy] = res.floor
-            samples += [{"toy": toy, "cv": cv_name, "x": float(x), "y": float(y)} for x, y in res.samples[:500].tolist()]
-            f = res.final()
-            print(f"{toy} cv={cv_name}: SW2 {f['sw']:.4f}  MMD² {f['mmd2']:.5f}  TV {f['tv']:.4f}  "
-                  f"({f['wall_s']:.0f} s)", file=sys.stderr, flush=True)
-    wall = time.perf_counter() - start
-
-    _write_csv(run_dir / "curves.csv", CURVE_FIELDS, rows)
-    _write_csv(run_dir / "floor.csv", ["toy", "sw", "mmd2", "tv"], [{"toy": k, **v} for k, v in floors.items()])
-    _write_csv(run_dir / "samples.csv", ["toy", "cv", "x", "y"], samples)
     command = "python benchmarks/fixed_target.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_manifest(
-        run_dir,
-        command=command.strip(),
-        seeds=[args.seed],
-        wall_time_s=wall,
-        device="cpu",
-        extra={
-            "experiment": "fixed_target",
-            "toys": args.toys,
-            "cvs": args.cvs,
-            "policy": args.policy,
-            "K": args.K,
-            "steps": args.steps,
-            "batch": args.batch,
-            "lr": args.lr,
-            "temperature": args.temperature,
-            "eval_every": args.eval_every,
-            "n_eval": args.n_eval,
-            "sample_steps": args.sample_steps,
-            "threads": args.threads,
-            "endpoints": "policy",
-            "evaluation": "n_eval raw policy samples (no best-of-N) vs n_eval exact grid samples; "
-                          "SW2 with 256 fixed projections, MMD² with the exact samples' median bandwidth, "
-                          "TV on 30x30 bins",
-        },
-    )
-    steps_at = sorted({0, args.steps // 4 // args.eval_every * args.eval_every,
-                       args.steps // 2 // args.eval_every * args.eval_every, args.steps})
-    print(markdown_table(rows, floors, steps_at))
-    print(f"\nwrote {run_dir} in {wall:.0f} s")
+    start = time.perf_counter()
+    rows, finals, floors, samples, done = [], [], {}, [], []
+    sweep_keys = sorted({item.partition("=")[0] for item in args.set})
+    for i, cfg in enumerate(configs):
+        res = fit_to_target(cfg, progress=not args.no_progress)
+        extra_cols = {k: getattr(cfg, k) for k in sweep_keys}
+        fit_rows = [{**r, **extra_cols} for r in res.to_rows()]
+        rows += fit_rows
+        finals.append(fit_rows[-1])
+        floors[(cfg.toy, cfg.seed)] = {"toy": cfg.toy, "seed": cfg.seed, **res.floor}
+        samples += [{**r, **extra_cols} for r in sample_rows(res, 200)]
+        done.append(cfg)
+        f = res.final()
+        print(f"[{i + 1}/{len(configs)}] {cfg.toy} {cfg.policy} {cfg.label} seed {cfg.seed} {extra_cols}: "
+              f"SW2 {f['sw']:.4f}  MMD² {f['mmd2']:.5f}  TV {f['tv']:.4f}  ({f['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+        # rewrite the run directory after every fit: a stopped sweep keeps a valid, smaller result
+        write_csv(run_dir / "curves.csv", CURVE_FIELDS + sweep_keys, rows)
+        write_csv(run_dir / "final.csv", FINAL_FIELDS + sweep_keys, finals)
+        write_csv(run_dir / "floor.csv", FLOOR_FIELDS[:1] + ["seed"] + FLOOR_FIELDS[1:], list(floors.values()))
+        write_csv(run_dir / "samples.csv", SAMPLE_FIELDS + sweep_keys, samples)
+        extra = {**manifest_extra(done), "swept": sweep_keys, "planned_fits": len(configs), "finished_fits": len(done),
+                 "threads": args.threads}
+        write_manifest(run_dir, command=command.strip(), seeds=sorted({c.seed for c in done}),
+                       wall_time_s=time.perf_counter() - start, device="cpu", extra=extra)
+    print(f"wrote {run_dir} ({len(done)} fits) in {time.perf_counter() - start:.0f} s")
     return 0
 
 

@@ -10,14 +10,14 @@ class                path (t = 1 is data)   network predicts          regression
 :class:`DiffusionPolicy` VPDiffusion        noise eps = E[u0 | u_t]   eps* = (u_t - alpha_t mu1_hat) / beta_t
 ===================  =====================  ========================  ===============================
 
-The loss is the same for both (notes §2.7 and §4)::
+The loss is the same for both (the paper's RFM-D loss, Section 4; derived in notebooks/06_fixed_target.ipynb)::
 
     t ~ U[t_min, 1 - t_min],  u0 ~ N(0, I),  u_t = alpha_t u1 + beta_t u0
-    mu1_hat = posterior_mean(target, u_t, t, path, K, cv)        # rfm_teach.estimators
+    mu1_hat = posterior_mean(target, u_t, t, path, K, cv, prior_samples)   # rfm_teach.estimators
     L(theta) = mean over batch and dimensions of (net_theta(s, u_t, t, lambda) - stopgrad(target(mu1_hat)))^2
 
 The endpoint u1 only decides *where* u_t is drawn (any full-support distribution of u_t has the same
-minimiser, notes §1.2); what the network learns comes from the target density alone. ``cv`` is the
+minimiser, the paper's Prop. 4.1 / Thm. 4.2); what the network learns comes from the target density alone. ``cv`` is the
 single switch between noise-expectation (``"none"``), gradient-expectation (``"gradient"``) and RFM
 (``"plugin"``, ``"auto"``).
 
@@ -31,7 +31,7 @@ Derived in notebooks/06_fixed_target.ipynb.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,13 +41,20 @@ from .estimators import PosteriorEstimate, posterior_mean
 from .paths import GaussianPath, LinearFlow, VPDiffusion
 from .targets import Boltzmann
 
-__all__ = ["sinusoidal_embedding", "PolicyNet", "FlowPolicy", "DiffusionPolicy"]
+__all__ = ["sinusoidal_embedding", "PolicyNet", "FlowPolicy", "DiffusionPolicy", "time_grid", "euler", "heun", "ddim"]
+
+#: A velocity (or noise) field as the samplers see it: (u (N, d), t a Python float) -> (N, d).
+Field = Callable[[Tensor, float], Tensor]
+
+#: t is embedded as sinusoidal_embedding(DEFAULT_TIME_SCALE * t); see :class:`PolicyNet`.
+DEFAULT_TIME_SCALE = 1000.0
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 1000.0) -> Tensor:
     """[sin(x f_i), cos(x f_i)] with f_i = exp(-log(max_period) i / (dim/2 - 1)), i = 0 .. dim/2 - 1.
 
-    Shapes: ``x`` (B,) -> (B, dim). The frequencies span 1 down to 1/max_period (notes §5.4).
+    Shapes: ``x`` (B,) -> (B, dim). The frequencies span 1 down to 1/max_period (the authors' actor,
+    azizanlab/ReverseFlowMatching, uses dim 128 and max_period 1000).
     """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=x.dtype, device=x.device) / max(half - 1, 1))
@@ -56,16 +63,25 @@ def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 1000.0) -> Ten
 
 
 class PolicyNet(nn.Module):
-    """The authors' "ScoreMLP" (notes §5.4): [s, u_t, emb(t), emb(lambda)] -> Dense + GELU -> residual blocks -> Dense d.
+    """The authors' actor ("ScoreMLP"): [s, u_t, emb(t), emb(lambda)] -> Dense + GELU -> residual blocks -> Dense d.
 
-    Embeddings. The authors feed t in [0, 1] to frequencies 1 .. 1/1000, which makes emb(t) almost
-    linear in t. We feed 1000 t instead (frequencies 1000 .. 1 on t), so the net can resolve how the
-    target changes near t = 1, where the velocity target changes fastest. The temperature enters as
-    log(lambda) (temperatures span decades; 0.02 in the authors' RL runs).
+    Embeddings. ``time_scale`` multiplies t before the sinusoidal embedding (frequencies 1 .. 1/1000).
+    The authors feed t in [0, 1] directly (``time_scale=1``), which makes emb(t) almost linear in t;
+    we feed 1000 t (frequencies 1000 .. 1 on t), so the net can resolve how the target changes near
+    t = 1, where the velocity target changes fastest. Both are one argument away; the exact-posterior
+    oracle on the fixed targets is measured with both in ``benchmarks/fixed_target.py``'s stored
+    ``oracle_study`` (see notebooks/06_fixed_target.ipynb for the figures and the choice).
+    The temperature enters as log(lambda) (temperatures span decades; 0.02 in the authors' RL runs).
+
+    Cost. The first layer is linear in the concatenation, so it is computed as three parts,
+    W_x [s, u_t] + W_t emb(t) + W_l emb(log lambda): when t (or lambda) is one value for all rows
+    (every ODE step of the sampler) pass a tensor of shape (1,) and its embedding and matmul are done
+    once and broadcast, instead of once per row.
     Initialisation: orthogonal with gain sqrt(2) as the authors; the output layer with gain 1.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
+                 time_scale: float = DEFAULT_TIME_SCALE) -> None:
         super().__init__()
         for name, value, low in (("obs_dim", obs_dim, 0), ("act_dim", act_dim, 1), ("hidden", hidden, 1),
                                  ("n_blocks", n_blocks, 0), ("emb_dim", emb_dim, 2)):
@@ -73,7 +89,9 @@ class PolicyNet(nn.Module):
                 raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
         if emb_dim % 2:
             raise ValueError(f"emb_dim must be even (sin and cos halves); got {emb_dim}")
-        self.obs_dim, self.act_dim, self.emb_dim = obs_dim, act_dim, emb_dim
+        if not (isinstance(time_scale, (int, float)) and not isinstance(time_scale, bool) and time_scale > 0):
+            raise ValueError(f"time_scale must be a number > 0; got {time_scale!r}")
+        self.obs_dim, self.act_dim, self.emb_dim, self.time_scale = obs_dim, act_dim, emb_dim, float(time_scale)
         self.inp = nn.Linear(obs_dim + act_dim + 2 * emb_dim, hidden)
         self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks))
         self.out = nn.Linear(hidden, act_dim)
@@ -83,16 +101,77 @@ class PolicyNet(nn.Module):
         nn.init.orthogonal_(self.out.weight, gain=1.0)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, obs: Tensor, u_t: Tensor, t: Tensor, temperature: Tensor) -> Tensor:
-        """Shapes: obs (B, ds), u_t (B, d), t (B,), temperature (B,) -> (B, d). Inputs already validated."""
-        h = torch.cat(
-            [obs, u_t, sinusoidal_embedding(1000.0 * t, self.emb_dim), sinusoidal_embedding(torch.log(temperature), self.emb_dim)],
-            -1,
-        )
-        h = F.gelu(self.inp(h))
+    def embed(self, t: Tensor, temperature: Tensor) -> Tensor:
+        """First-layer contribution W_t emb(time_scale t) + W_l emb(log lambda): (B, hidden), or (1, hidden) for (1,) inputs."""
+        n_in, e = self.obs_dim + self.act_dim, self.emb_dim
+        w = self.inp.weight
+        return (F.linear(sinusoidal_embedding(self.time_scale * t, e), w[:, n_in:n_in + e])
+                + F.linear(sinusoidal_embedding(torch.log(temperature), e), w[:, n_in + e:]))
+
+    def forward(self, obs: Tensor, u_t: Tensor, t: Tensor, temperature: Tensor, *, embedded: Tensor | None = None) -> Tensor:
+        """Shapes: obs (B, ds), u_t (B, d), t and temperature (B,) or (1,) -> (B, d). Inputs already validated.
+
+        ``embedded``: a precomputed :meth:`embed` (e.g. once per ODE step); t and temperature are then unused.
+        """
+        n_in = self.obs_dim + self.act_dim
+        emb = self.embed(t, temperature) if embedded is None else embedded
+        h = F.linear(torch.cat([obs, u_t], -1), self.inp.weight[:, :n_in], self.inp.bias) + emb
+        h = F.gelu(h)
         for block in self.blocks:
             h = h + F.gelu(block(h))
         return self.out(h)
+
+
+# ---- samplers as free functions: any velocity / noise field, no network needed -------------------
+
+
+def time_grid(t_min: float, steps: int, *, end: float | None = None) -> list[float]:
+    """``steps + 1`` equally spaced times from t_min to 1 - t_min (Python floats: no device read), then ``end`` if given."""
+    t_min = float(t_min)
+    grid = [t_min + (1 - 2 * t_min) * i / steps for i in range(steps + 1)]
+    return grid + ([float(end)] if end is not None else [])
+
+
+def euler(velocity: Field, u: Tensor, times: Sequence[float]) -> Tensor:
+    """Explicit Euler for du/dt = velocity(u, t) over ``times``: u <- u + (t' - t) v(u, t).
+
+    Shapes: ``u`` (N, d) -> (N, d). ``times`` increasing Python floats (see :func:`time_grid`).
+    """
+    for t0, t1 in zip(times[:-1], times[1:]):
+        u = u + (t1 - t0) * velocity(u, t0)
+    return u
+
+
+def heun(velocity: Field, u: Tensor, times: Sequence[float]) -> Tensor:
+    """Heun (explicit trapezoid) for du/dt = velocity(u, t): predict with Euler, correct with the mean slope.
+
+    u_pred = u + h v(u, t);  u <- u + h/2 (v(u, t) + v(u_pred, t + h)). Two field calls per step.
+    """
+    for t0, t1 in zip(times[:-1], times[1:]):
+        h = t1 - t0
+        v0 = velocity(u, t0)
+        u = u + 0.5 * h * (v0 + velocity(u + h * v0, t1))
+    return u
+
+
+def ddim(eps: Field, u: Tensor, times: Sequence[float], path: GaussianPath) -> Tensor:
+    """Deterministic DDIM steps with a noise predictor eps(u, t) ≈ E[u0 | u_t] on ``path``::
+
+        u1_hat = (u - beta_t eps) / alpha_t,   u <- alpha_t' u1_hat + beta_t' eps
+
+    One call of ``eps`` per step, at each time but the last. A last time of 1.0 (alpha = 1, beta = 0)
+    returns the denoised u1_hat itself. Shapes: ``u`` (N, d) -> (N, d).
+    """
+    for t0, t1 in zip(times[:-1], times[1:]):
+        e = eps(u, t0)
+        tt = torch.full((1, 1), t0, dtype=u.dtype, device=u.device)
+        u1_hat = (u - path.beta(tt) * e) / path.alpha(tt)
+        if t1 >= 1.0:
+            u = u1_hat
+        else:
+            t1_col = torch.full((1, 1), t1, dtype=u.dtype, device=u.device)
+            u = path.alpha(t1_col) * u1_hat + path.beta(t1_col) * e
+    return u
 
 
 class _PathPolicy(nn.Module):
@@ -103,22 +182,22 @@ class _PathPolicy(nn.Module):
     solvers: tuple[str, ...]
 
     def __init__(self, obs_dim: int, act_dim: int, *, hidden: int, n_blocks: int, emb_dim: int,
-                 t_min: float, squash: bool) -> None:
+                 t_min: float, squash: bool, time_scale: float) -> None:
         super().__init__()
         t_min = float(t_min)
         if not (0 < t_min < 0.5):
             raise ValueError(f"t_min must lie in (0, 0.5) (t is kept in [t_min, 1 - t_min]); got {t_min}")
-        self.net = PolicyNet(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim)
+        self.net = PolicyNet(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, time_scale=time_scale)
         self.obs_dim, self.act_dim, self.t_min, self.squash = obs_dim, act_dim, t_min, bool(squash)
 
     # ---- validation at the public boundary --------------------------------------------------------
     @property
     def _dtype(self) -> torch.dtype:
-        return self.net.out.weight.dtype
+        return next(self.net.parameters()).dtype
 
     @property
     def _device(self) -> torch.device:
-        return self.net.out.weight.device
+        return next(self.net.parameters()).device
 
     def _check_obs(self, obs: Tensor) -> Tensor:
         if not isinstance(obs, Tensor):
@@ -127,29 +206,31 @@ class _PathPolicy(nn.Module):
             raise ValueError(f"obs must have shape (B, {self.obs_dim}); got {tuple(obs.shape)}")
         return obs.to(self._dtype)
 
-    def _check_actions(self, x: Tensor, name: str, batch: int) -> Tensor:
+    def _check_actions(self, x: Tensor, name: str, batch: int, check: bool = True) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape ({batch}, {self.act_dim}); got {type(x).__name__}")
         if x.shape != (batch, self.act_dim):
             raise ValueError(f"{name} must have shape (B, d) = ({batch}, {self.act_dim}); got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
+        if check and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or inf")
         return x.to(self._dtype)
 
-    def _check_temperature(self, temperature: float | Tensor, batch: int) -> Tensor:
+    def _check_temperature(self, temperature: float | Tensor, batch: int, check: bool = True) -> Tensor:
+        """(batch,) temperatures; a float gives a (1,) tensor (broadcast: embedded once)."""
         if isinstance(temperature, Tensor):
             temp = temperature.to(self._dtype)
             if temp.dim() == 0:
-                temp = temp.expand(batch)
-            if temp.shape != (batch,):
+                temp = temp.reshape(1)
+            if temp.shape not in ((batch,), (1,)):
                 raise ValueError(f"temperature must be a float or a tensor of shape ({batch},); got {tuple(temperature.shape)}")
-        elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-            temp = torch.full((batch,), float(temperature), dtype=self._dtype, device=self._device)
-        else:
-            raise TypeError(f"temperature must be a float or a torch.Tensor; got {type(temperature).__name__}")
-        if not bool(((temp > 0) & torch.isfinite(temp)).all()):
-            raise ValueError(f"temperature must be finite and > 0; got {temperature!r}")
-        return temp
+            if check and not bool(((temp > 0) & torch.isfinite(temp)).all()):
+                raise ValueError(f"temperature must be finite and > 0; got {temperature!r}")
+            return temp
+        if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+            if not (float(temperature) > 0 and math.isfinite(float(temperature))):
+                raise ValueError(f"temperature must be finite and > 0; got {temperature!r}")
+            return torch.full((1,), float(temperature), dtype=self._dtype, device=self._device)
+        raise TypeError(f"temperature must be a float or a torch.Tensor; got {type(temperature).__name__}")
 
     def _check_t(self, t: Tensor, batch: int) -> Tensor:
         if not isinstance(t, Tensor):
@@ -172,18 +253,25 @@ class _PathPolicy(nn.Module):
     def regression_target(self, u1: Tensor, target: Boltzmann, *, K: int = 100, cv="auto",
                           generator: torch.Generator | None = None,
                           exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
+                          prior_samples: Tensor | None = None, check: bool = True,
                           ) -> tuple[Tensor, Tensor, Tensor, PosteriorEstimate | None]:
         """Draw (t, u_t) around the endpoints ``u1`` and compute the detached RFM regression target there.
 
-        Equations (notes §2.7, §4)::
+        Equations (the paper's Section 4, data-posterior form)::
 
             t ~ U[t_min, 1 - t_min], u0 ~ N(0, I), u_t = alpha_t u1 + beta_t u0
-            mu1_hat = posterior_mean(target, u_t, t, path, K, cv)
+            mu1_hat = posterior_mean(target, u_t, t, path, K, cv, prior_samples)
             y = velocity (flow) or eps = E[u0 | u_t] (diffusion) computed from mu1_hat
 
-        Shapes: ``u1`` (B, d) -> (t (B,), u_t (B, d), y (B, d), the PosteriorEstimate).
-        Draws t, then u0, then the K importance draws from ``generator``, in that order.
+        Shapes: ``u1`` (B, d), ``prior_samples`` (B, M, d) or None -> (t (B,), u_t (B, d), y (B, d), the
+        PosteriorEstimate). Draws t, then u0, then the K importance draws from ``generator``, in that order.
 
+        ``prior_samples``: approximate draws from p1 per row in the latent space (the policy's own
+        particles); they make the estimator's proposal a defensive mixture (see
+        :func:`~rfm_teach.estimators.draw`). None is the paper's kernel-only proposal.
+        ``check=False`` skips every value check that reads the device (finiteness of u1 and y): for
+        callers that validated at their own boundary, e.g. ``Agent.update``; shapes and types are
+        still checked.
         ``exact_mu1(u_t, t) -> (B, d)``, if given, replaces the Monte Carlo estimate by an exact posterior
         mean (e.g. ``ExactGrid.posterior_mean``): the oracle that separates the estimator's error from
         the network's. The estimate is then None.
@@ -200,29 +288,31 @@ class _PathPolicy(nn.Module):
         if not isinstance(u1, Tensor) or u1.dim() != 2:
             raise ValueError(f"u1 must be a tensor of shape (B, {self.act_dim}); got {getattr(u1, 'shape', u1)!r}")
         batch = u1.shape[0]
-        u1 = self._check_actions(u1, "u1", batch).detach()
+        u1 = self._check_actions(u1, "u1", batch, check).detach()
         t = self.t_min + (1 - 2 * self.t_min) * torch.rand(batch, dtype=self._dtype, device=self._device, generator=generator)
         u0 = torch.randn(batch, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
         u_t = self.path.interpolate(u1, u0, t[:, None])
         if exact_mu1 is None:
-            est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator)
+            est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator,
+                                 prior_samples=prior_samples, check=check)
             mu1 = est.mean
         else:
             est, mu1 = None, exact_mu1(u_t, t).to(u_t.dtype)
         # The target is a constant: no gradient may flow into the critic or back through u_t.
         y = self.path.convert(mu1, u_t, t[:, None], src="x1", dst=self.prediction).detach()
-        if not bool(torch.isfinite(y).all()):
+        if check and not bool(torch.isfinite(y).all()):
             raise FloatingPointError("the regression target has NaN or inf (check Q and the temperature)")
         return t, u_t, y, est
 
-    def loss(self, obs: Tensor, u1: Tensor, target: Boltzmann, *, temperature: float, K: int = 100, cv="auto",
+    def loss(self, obs: Tensor, u1: Tensor, target: Boltzmann, *, temperature: float | Tensor, K: int = 100, cv="auto",
              generator: torch.Generator | None = None,
-             exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, dict]:
+             exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
+             prior_samples: Tensor | None = None, check: bool = True) -> tuple[Tensor, dict]:
         """Regress the network onto the RFM target at u_t drawn around the endpoints ``u1``.
 
-        Equation (notes §2.7)::
+        Equation (the paper's RFM loss, Section 4)::
 
-            (t, u_t, y) = regression_target(u1, target, K, cv)          # y DETACHED
+            (t, u_t, y) = regression_target(u1, target, K, cv, prior_samples)      # y DETACHED
             L = mean over batch and dimensions of (net(s, u_t, t, lambda) - y)^2
 
         Args:
@@ -233,10 +323,15 @@ class _PathPolicy(nn.Module):
             temperature: the lambda the network is conditioned on; a float must equal ``target.temperature``.
             K, cv, generator: passed to :func:`~rfm_teach.estimators.posterior_mean`.
             exact_mu1: optional exact posterior mean replacing the estimate (see :meth:`regression_target`).
+            prior_samples: (B, M, d) latent draws of the policy per row, or None (the paper's
+                kernel-only estimator); passed to :func:`~rfm_teach.estimators.posterior_mean`.
+            check: False makes the whole path free of host reads (no ``bool(tensor)``, ``.item()``,
+                ``float(tensor)``): value checks are skipped and the info values stay 0-dim tensors.
 
         Returns:
-            (scalar loss, info) with info = {"ess": mean ESS, "c": mean |c|, "target_rms": rms of y}
-            (ess and c are None with ``exact_mu1``).
+            (scalar loss, info) with info = {"ess": mean ESS, "c": mean |c|, "target_rms": rms of y}:
+            floats with ``check=True``, detached 0-dim tensors with ``check=False`` (ess and c are None
+            with ``exact_mu1``).
         """
         if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and isinstance(target, Boltzmann):
             if not math.isclose(float(temperature), target.temperature, rel_tol=1e-6):
@@ -245,21 +340,24 @@ class _PathPolicy(nn.Module):
                     f"temperature={target.temperature}; they must agree"
                 )
         obs = self._check_obs(obs)
-        temp = self._check_temperature(temperature, obs.shape[0])
+        temp = self._check_temperature(temperature, obs.shape[0], check)
         if isinstance(u1, Tensor) and u1.shape[:1] != obs.shape[:1]:
             raise ValueError(f"u1 must have one row per state: obs has {obs.shape[0]}, u1 has shape {tuple(u1.shape)}")
-        t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1)
+        t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1,
+                                                prior_samples=prior_samples, check=check)
         loss = F.mse_loss(self.net(obs, u_t, t, temp), y)
         info = {
-            "ess": None if est is None else float(est.ess.mean()),
-            "c": None if est is None else float(est.c.abs().mean()),
-            "target_rms": float(y.pow(2).mean().sqrt()),
+            "ess": None if est is None else est.ess.mean(),
+            "c": None if est is None else est.c.abs().mean(),
+            "target_rms": y.pow(2).mean().sqrt(),
         }
+        if check:  # host reads are allowed here: the caller asked for validated, plain floats
+            info = {k: None if v is None else float(v) for k, v in info.items()}
         return loss, info
 
     # ---- sampling ---------------------------------------------------------------------------------
-    def _prepare_sampling(self, obs: Tensor, n: int, temperature: float, steps: int, solver: str,
-                          generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _prepare_sampling(self, obs: Tensor, n: int, temperature: float | Tensor, steps: int, solver: str,
+                          generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         if solver not in self.solvers:
             raise ValueError(f"unknown solver {solver!r}; expected one of {self.solvers}")
         for name, value in (("n", n), ("steps", steps)):
@@ -268,28 +366,38 @@ class _PathPolicy(nn.Module):
         obs = self._check_obs(obs)
         batch = obs.shape[0]
         obs_rep = obs.repeat_interleave(n, 0)  # (B n, ds): row b*n + j is sample j of state b
-        temp = self._check_temperature(temperature, batch).repeat_interleave(n, 0)
+        temp = self._check_temperature(temperature, batch)
+        if temp.shape[0] > 1:
+            temp = temp.repeat_interleave(n, 0)
         u = torch.randn(batch * n, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
-        grid = torch.linspace(self.t_min, 1 - self.t_min, steps + 1, dtype=self._dtype, device=self._device)
-        return obs_rep, temp, u, grid
+        return obs_rep, temp, u
 
-    def _velocity(self, obs: Tensor, u: Tensor, t: float, temp: Tensor) -> Tensor:
-        """The marginal velocity du/dt implied by the network output at one time t."""
-        tt = torch.full((u.shape[0],), float(t), dtype=u.dtype, device=u.device)
-        out = self.net(obs, u, tt, temp)
-        return self.path.convert(out, u, tt[:, None], src=self.prediction, dst="velocity")
+    def field(self, obs: Tensor, temperature: Tensor, kind: str = "velocity") -> Field:
+        """The learned field as a sampler callable (u, t) -> (N, d): the velocity du/dt, or the raw network output.
 
-    def _ode(self, obs: Tensor, u: Tensor, temp: Tensor, grid: Tensor, solver: str) -> Tensor:
-        """Integrate du/dt = v(t, u) over ``grid`` with Euler or Heun (explicit trapezoid)."""
-        for t0, t1 in zip(grid[:-1].tolist(), grid[1:].tolist()):
-            h = t1 - t0
-            v0 = self._velocity(obs, u, t0, temp)
-            if solver == "euler":
-                u = u + h * v0
-            else:  # heun
-                u_pred = u + h * v0
-                u = u + 0.5 * h * (v0 + self._velocity(obs, u_pred, t1, temp))
-        return u
+        ``obs`` (N, ds) and ``temperature`` (N,) or (1,) are fixed for the whole solve; the embedding of
+        t is computed once per call (one row, broadcast), not once per row.
+        """
+        if kind not in ("velocity", "raw"):
+            raise ValueError(f"kind must be 'velocity' or 'raw'; got {kind!r}")
+        n_in = self.net.obs_dim + self.net.act_dim
+        e = self.net.emb_dim
+        temp_part = F.linear(sinusoidal_embedding(torch.log(temperature), e), self.net.inp.weight[:, n_in + e:])
+
+        def fn(u: Tensor, t: float) -> Tensor:
+            tt = torch.full((1,), float(t), dtype=u.dtype, device=u.device)
+            emb = F.linear(sinusoidal_embedding(self.net.time_scale * tt, e), self.net.inp.weight[:, n_in:n_in + e])
+            out = self.net(obs, u, tt, temperature, embedded=emb + temp_part)
+            if kind == "raw":
+                return out
+            return self.path.convert(out, u, tt[:, None], src=self.prediction, dst="velocity")
+
+        return fn
+
+    def _ode(self, obs: Tensor, u: Tensor, temp: Tensor, steps: int, solver: str) -> Tensor:
+        """Integrate du/dt = v(t, u) from t_min to 1 - t_min with :func:`euler` or :func:`heun`."""
+        integrator = euler if solver == "euler" else heun
+        return integrator(self.field(obs, temp), u, time_grid(self.t_min, steps))
 
     def act(self, obs: Tensor, n: int = 1, **kwargs) -> Tensor:
         """Actions (B, n, d): tanh of the latent samples if ``squash`` else the latents themselves."""
@@ -301,9 +409,9 @@ class FlowPolicy(_PathPolicy):
     """A flow policy on the straight path u_t = t u1 + (1 - t) u0: the network is the velocity v_theta.
 
     Sampling integrates du/dt = v_theta(t, u, s, lambda) from u ~ N(0, I) at t_min to 1 - t_min with
-    ``steps`` Euler (the authors' default, 10 steps) or Heun steps. Both ends are inset by t_min = 0.01
-    as in the authors' code: the target velocity (mu1 - u_t)/(1 - t) blows up at t = 1, and the
-    proposal std (1 - t)/t of the estimator blows up at t = 0.
+    ``steps`` Euler (the authors' default, 10 steps) or Heun steps (the free functions :func:`euler`
+    and :func:`heun`). Both ends are inset by t_min = 0.01 as in the authors' code: the target velocity
+    (mu1 - u_t)/(1 - t) blows up at t = 1, and the proposal std (1 - t)/t of the estimator blows up at t = 0.
 
     Shapes: ``sample`` returns latent endpoints (B, n, d); actions are tanh(u) when ``squash``.
     """
@@ -312,16 +420,17 @@ class FlowPolicy(_PathPolicy):
     prediction = "velocity"
 
     def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
-                 t_min: float = 0.01, squash: bool = True) -> None:
-        super().__init__(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, t_min=t_min, squash=squash)
+                 t_min: float = 0.01, squash: bool = True, time_scale: float = DEFAULT_TIME_SCALE) -> None:
+        super().__init__(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, t_min=t_min,
+                         squash=squash, time_scale=time_scale)
         self.path = LinearFlow()
 
     @torch.no_grad()
-    def sample(self, obs: Tensor, n: int = 1, *, temperature: float, steps: int = 10, solver: str = "euler",
+    def sample(self, obs: Tensor, n: int = 1, *, temperature: float | Tensor, steps: int = 10, solver: str = "euler",
                generator: torch.Generator | None = None) -> Tensor:
         """Latent samples u of shape (B, n, d): ``steps`` ODE steps of the learned velocity from N(0, I)."""
-        obs_rep, temp, u, grid = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
-        u = self._ode(obs_rep, u, temp, grid, solver)
+        obs_rep, temp, u = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
+        u = self._ode(obs_rep, u, temp, steps, solver)
         return u.reshape(obs.shape[0], n, self.act_dim)
 
 
@@ -333,7 +442,7 @@ class DiffusionPolicy(_PathPolicy):
 
     Sampling is deterministic (no injected noise). The default ``solver="euler"`` (and ``"heun"``)
     integrates the probability-flow ODE written as a velocity, du/dt = d_alpha mu1 + d_beta mu0, from
-    t_min to 1 - t_min like the flow policy. ``solver="ddim"`` calls the network
+    t_min to 1 - t_min like the flow policy. ``solver="ddim"`` (:func:`ddim`) calls the network
     ``steps`` times, at t_min = t_0 < t_1 < ... < t_{S-1} = 1 - t_min (equally spaced), each time
     stepping to the next grid time and from t_{S-1} to t = 1::
 
@@ -355,30 +464,23 @@ class DiffusionPolicy(_PathPolicy):
     prediction = "x0"
 
     def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
-                 t_min: float = 0.01, squash: bool = True, path: VPDiffusion | None = None) -> None:
-        super().__init__(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, t_min=t_min, squash=squash)
+                 t_min: float = 0.01, squash: bool = True, path: VPDiffusion | None = None,
+                 time_scale: float = DEFAULT_TIME_SCALE) -> None:
+        super().__init__(obs_dim, act_dim, hidden=hidden, n_blocks=n_blocks, emb_dim=emb_dim, t_min=t_min,
+                         squash=squash, time_scale=time_scale)
         if path is not None and not isinstance(path, VPDiffusion):
             raise TypeError(f"path must be a rfm_teach.paths.VPDiffusion; got {type(path).__name__}")
         self.path = VPDiffusion() if path is None else path
 
     @torch.no_grad()
-    def sample(self, obs: Tensor, n: int = 1, *, temperature: float, steps: int = 10, solver: str = "euler",
+    def sample(self, obs: Tensor, n: int = 1, *, temperature: float | Tensor, steps: int = 10, solver: str = "euler",
                generator: torch.Generator | None = None) -> Tensor:
         """Latent samples u of shape (B, n, d) from N(0, I) by ``steps`` deterministic steps."""
-        obs_rep, temp, u, grid = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
+        obs_rep, temp, u = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
         if solver == "ddim":
             # steps network calls at t_min = t_0 < ... < t_{S-1} = 1 - t_min; the last one jumps to t = 1.
-            grid = torch.linspace(self.t_min, 1 - self.t_min, steps, dtype=self._dtype, device=self._device)
-            times = grid.tolist() + [1.0]
-            for t0, t1 in zip(times[:-1], times[1:]):
-                tt = torch.full((u.shape[0], 1), t0, dtype=u.dtype, device=u.device)
-                eps = self.net(obs_rep, u, tt[:, 0], temp)
-                u1_hat = (u - self.path.beta(tt) * eps) / self.path.alpha(tt)
-                if t1 == 1.0:  # alpha_1 = 1, beta_1 = 0: the denoised estimate itself
-                    u = u1_hat
-                else:
-                    t1_col = torch.full_like(tt, t1)
-                    u = self.path.alpha(t1_col) * u1_hat + self.path.beta(t1_col) * eps
+            times = time_grid(self.t_min, steps - 1, end=1.0) if steps > 1 else [self.t_min, 1.0]
+            u = ddim(self.field(obs_rep, temp, kind="raw"), u, times, self.path)
         else:
-            u = self._ode(obs_rep, u, temp, grid, solver)
+            u = self._ode(obs_rep, u, temp, steps, solver)
         return u.reshape(obs.shape[0], n, self.act_dim)
