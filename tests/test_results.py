@@ -97,15 +97,23 @@ def test_every_committed_run_has_a_valid_manifest(run):
 
 
 def test_fixed_target_results_are_readable():
-    """The fixed-target benchmark stores curves for every cv it lists, with the distances the notebook plots."""
+    """Each fixed-target run stores curves for every estimator its manifest lists, with each fit's full config."""
     import csv
 
+    from rfm_teach.fixed_target import FitConfig
+
+    fields = {f for f in FitConfig.__dataclass_fields__}
     for run in find_runs("fixed_target"):
         manifest = load_manifest(run)
+        extra = manifest["extra"]
+        assert extra["experiment"] == "fixed_target"
         with open(run / "curves.csv") as f:
             rows = list(csv.DictReader(f))
-        assert {r["cv"] for r in rows} == set(manifest["extra"]["cvs"])
+        assert {r["estimator"] for r in rows} == set(extra["estimators"])
+        assert extra["configs"] and all(set(c) == fields for c in extra["configs"]), "every fit's full FitConfig"
+        assert len(extra["configs"]) == extra["finished_fits"]
         for r in rows:
             for key in ("sw", "mmd2", "tv"):
                 float(r[key])  # every distance is a number
-        assert json.loads((run / "manifest.json").read_text())["extra"]["experiment"] == "fixed_target"
+        with open(run / "final.csv") as f:
+            assert len(list(csv.DictReader(f))) == extra["finished_fits"]
