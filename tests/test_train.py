@@ -65,6 +65,30 @@ def test_unknown_env_fails_before_any_step(tmp_path):
     assert not (tmp_path / "run" / "log.csv").exists()
 
 
+def test_train_writes_its_manifest_and_refuses_a_resume_with_no_checkpoint(tmp_path):
+    from rfm_teach.results import validate_manifest
+
+    config = make_config("tiny", env_id=BANDIT_ID, total_steps=60, warmup_steps=20, batch_size=8, eval_every=30,
+                         eval_episodes=2, agent={"hidden": 16, "critic_hidden": 16, "K": 4, "particles": 2})
+    with pytest.raises(ValueError, match="resume: no checkpoint"):
+        train(config, tmp_path / "run", resume=True, progress=False)
+    assert not (tmp_path / "run").exists()
+    train(config, tmp_path / "run", stop_after=25, progress=False)
+    manifest = validate_manifest(tmp_path / "run")
+    assert not manifest["extra"]["finished"] and manifest["extra"]["steps"] < 60
+    train(config, tmp_path / "run", resume=True, progress=False, command="my command")
+    manifest = validate_manifest(tmp_path / "run")
+    assert manifest["extra"]["finished"] and manifest["extra"]["config"] == config.to_dict()
+    assert manifest["command"] == "my command" and set(manifest["files"]) == {"config.json", "log.csv"}
+
+
+def test_a_run_no_longer_than_its_warm_up_warns(tmp_path):
+    config = make_config("tiny", env_id=BANDIT_ID, total_steps=20, warmup_steps=20, batch_size=8, eval_every=20,
+                         eval_episodes=2, agent={"hidden": 16, "critic_hidden": 16, "K": 4, "particles": 2})
+    with pytest.warns(UserWarning, match="no update will run"):
+        train(config, tmp_path / "run", progress=False)
+
+
 def test_replay_buffer_wraps_and_round_trips():
     buf = ReplayBuffer(2, 1, capacity=4, seed=0, device=torch.device("cpu"))
     for i in range(6):
