@@ -81,6 +81,8 @@ stratified-bootstrap 95% band), clipped to the range the metric can take. No smo
 examples:
   rfm-teach plot runs/bandit_rfm runs/bandit_sac -o bandit.png
   rfm-teach plot runs/cheetah_rfm --metric return_raw --stat iqm -o cheetah.pdf
+  rfm-teach plot runs/sweep/ContextualBandit-v0_rfm runs/sweep/ContextualBandit-v0_sac -o sweep.png
+      (a sweep's <name>_seed<s>/ directories, grouped into one line per name)
 """
 
 
@@ -266,15 +268,25 @@ def _train(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # plot
 
+def _seed_dirs(run: Path) -> list[Path]:
+    """The seed directories of a run: OUT/seed_<s>/ of `train`, the directory itself, or, for a path
+    SWEEP/<name> that does not exist, the sweep's SWEEP/<name>_seed<s>/ directories."""
+    if run.is_dir():
+        return sorted(p.parent for p in run.glob("seed_*/log.csv")) or ([run] if (run / "log.csv").exists() else [])
+    return sorted(p.parent for p in run.parent.glob(f"{run.name}_seed*/log.csv")
+                  if re.fullmatch(rf"{re.escape(run.name)}_seed\d+", p.parent.name))
+
+
 def load_curves(run: str | Path, metric: str = "return_argmax") -> tuple[np.ndarray, np.ndarray]:
-    """Steps (S,) and values (n_seeds, S) of ``metric`` from ``run`` (an --out dir or one seed dir).
+    """Steps (S,) and values (n_seeds, S) of ``metric`` from ``run``: an --out dir of `train`, one seed
+    dir, or SWEEP/<run name without _seed<s>> to group the seeds of a sweep.
 
     Seeds are truncated to the steps they all reached.
     """
-    run = Path(run)
-    logs = sorted(run.glob("seed_*/log.csv")) or ([run / "log.csv"] if (run / "log.csv").exists() else [])
+    logs = [d / "log.csv" for d in _seed_dirs(Path(run))]
     if not logs:
-        raise ValueError(f"no log.csv under {str(run)!r} (expected seed_<s>/log.csv or log.csv)")
+        raise ValueError(f"no log.csv under {str(run)!r} (expected seed_<s>/log.csv, log.csv, or the "
+                         "<name>_seed<s>/ directories of a sweep)")
     curves = []
     for path in logs:
         with path.open(newline="") as f:
@@ -289,7 +301,7 @@ def load_curves(run: str | Path, metric: str = "return_argmax") -> tuple[np.ndar
 
 
 def _configs_of(run: Path) -> list[dict]:
-    paths = sorted(run.glob("seed_*/config.json")) or [run / "config.json"]
+    paths = [d / "config.json" for d in _seed_dirs(run)]
     return [json.loads(p.read_text()) for p in paths if p.exists()]
 
 
@@ -359,7 +371,7 @@ def plot_runs(runs: list[str | Path], output: str | Path | None = None, metric: 
     ax.set_xlabel("environment steps")
     label = {"return_argmax": "return (best-of-N eval)", "return_raw": "return (raw-sample eval)",
              "train_return": "training episode return"}[metric]
-    ax.set_ylabel(f"{label}, {'mean' if stat == 'mean' else 'IQM'} ± 95% CI")
+    ax.set_ylabel(f"{label}: " + ("mean, Student-t 95% CI" if stat == "mean" else "IQM, bootstrap 95% CI"))
     ax.legend()
     if own and output is not None:
         ax.figure.savefig(output, bbox_inches="tight")
