@@ -9,6 +9,11 @@ q1(x1 | x_t) ∝ p1(x1) N(x_t; alpha_t x1, beta_t^2 I) is just the target densit
     w_k     = softmax_k(log w_k)        (self-normalised; log-sum-exp keeps it finite)
     ESS     = 1 / sum_k w_k^2
 
+That kernel is wide at small t (std (1 - t) / t for the linear flow), so one draw soon carries all the
+weight. Passing ``prior_samples`` (the policy's own particles, approximate draws from p1) replaces it by
+a defensive mixture of the kernel and a density fitted to those particles (:func:`draw`,
+:class:`ParticleProposal`): an addition of this package beyond the paper, measured in notebook 05.
+
 Every estimator below is ``sum_k w_k (x1^k + c ⊙ s1^k)`` for a per-dimension coefficient c, where
 ``s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k`` is the score of the data posterior. Stein's
 identity gives E_q1[s1] = 0, so every c has the same expectation (the Langevin–Stein control variate):
@@ -23,6 +28,8 @@ float           that value                       a fixed dial between the two
                 clipped to ±clip                 estimated from the same draws
 ``"auto"``      see :func:`auto_coefficient`     our robust choice (the default)
 ==============  ===============================  ===============================================
+
+:func:`qsm_mean` gives the QSM target beside them (the target's score at the noisy point, no averaging).
 
 Derived in notebooks/03_noise_expectation.ipynb, 04_gradient_expectation.ipynb and
 05_stein_control_variates.ipynb.
@@ -50,7 +57,9 @@ __all__ = [
     "plugin_coefficient",
     "auto_coefficient",
     "combine",
+    "ParticleProposal",
     "posterior_mean",
+    "qsm_mean",
 ]
 
 CV = str | float
@@ -111,6 +120,57 @@ def _check_k(K: int) -> int:
     return K
 
 
+@dataclass
+class ParticleProposal:
+    """A density fitted to M particles of the policy, multiplied by the reverse kernel, per row.
+
+    A kernel density f(x) = (1/M) Σ_m N(x; y_m, diag(h^2)) of the particles y_m (bandwidth h per row and
+    dimension, Silverman's rule) times the reverse kernel k(x) = N(x; x_t / alpha_t, sigma^2 I),
+    sigma = beta_t / alpha_t, is again a Gaussian mixture, with closed-form parts::
+
+        f(x) k(x) / Z = Σ_m pi_m N(x; c_m, diag(s^2)),    s^2 = h^2 sigma^2 / (h^2 + sigma^2),
+        c_m = (sigma^2 y_m + h^2 x_t / alpha_t) / (h^2 + sigma^2),  pi_m ∝ N(y_m; x_t / alpha_t, diag(h^2 + sigma^2))
+
+    so it can be sampled and its density evaluated exactly. Shapes: ``centres`` (B, M, d),
+    ``log_pi`` (B, M), ``std`` (B, 1, d).
+    """
+
+    centres: Tensor
+    log_pi: Tensor
+    std: Tensor
+
+    #: Floor of the bandwidth (latent units): particles that all coincide still give a proper density.
+    MIN_BANDWIDTH = 1e-3
+
+    @classmethod
+    def fit(cls, particles: Tensor, kernel_mean: Tensor, sigma: Tensor) -> ParticleProposal:
+        """Shapes: ``particles`` (B, M, d), ``kernel_mean`` x_t / alpha_t (B, d), ``sigma`` (B, 1)."""
+        M, d = particles.shape[1], particles.shape[2]
+        silverman = (4.0 / ((d + 2) * M)) ** (1.0 / (d + 4))
+        h2 = (silverman * particles.std(1, unbiased=False, keepdim=True)).clamp_min(cls.MIN_BANDWIDTH) ** 2
+        s2 = sigma[:, None] ** 2  # (B, 1, 1)
+        centres = (s2 * particles + h2 * kernel_mean[:, None]) / (h2 + s2)
+        log_pi = _log_normal(particles, kernel_mean[:, None], h2 + s2)  # (B, M)
+        return cls(centres, log_pi - torch.logsumexp(log_pi, -1, keepdim=True), (h2 * s2 / (h2 + s2)).sqrt())
+
+    def sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """n draws per row, (B, n, d): pick a component by pi, then add Gaussian noise of std s."""
+        idx = torch.multinomial(self.log_pi.exp(), n, replacement=True, generator=generator)  # (B, n)
+        centre = torch.gather(self.centres, 1, idx[..., None].expand(-1, -1, self.centres.shape[-1]))
+        noise = torch.randn(centre.shape, dtype=centre.dtype, device=centre.device, generator=generator)
+        return centre + self.std * noise
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """log of the normalised mixture at x (B, K, d) -> (B, K)."""
+        log_comp = _log_normal(x[:, :, None], self.centres[:, None], self.std[:, None] ** 2)  # (B, K, M)
+        return torch.logsumexp(self.log_pi[:, None] + log_comp, -1)
+
+
+def _log_normal(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """log N(x; mean, diag(var)) summed over the last axis (all arguments broadcast)."""
+    return -0.5 * (((x - mean) ** 2 / var) + torch.log(2 * math.pi * var)).sum(-1)
+
+
 def draw(
     target: Boltzmann,
     x_t: Tensor,
@@ -120,16 +180,31 @@ def draw(
     K: int,
     generator: torch.Generator | None = None,
     need_score: bool = True,
+    prior_samples: Tensor | None = None,
+    check: bool = True,
 ) -> ImportanceDraws:
-    """Draw K endpoints from the reverse Gaussian kernel and weight them by the target.
+    """Draw K endpoints from the proposal and weight them against the data posterior q1(x1 | x_t).
 
-    Equations::
+    The posterior is q1(x1 | x_t) ∝ p1(x1) k(x1) with k the reverse Gaussian kernel
+    N(x_t / alpha_t, sigma^2 I), sigma = beta_t / alpha_t.
 
-        x0^k ~ N(0, I),   x1^k = (x_t - beta_t x0^k) / alpha_t
-        log w_k = log p1(x1^k),   w = softmax(log w)
-        s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k      (only if need_score)
+    **Kernel proposal** (``prior_samples=None``, the paper's): all K draws from k, so the weight is p1::
 
-    Shapes: ``x_t``: (B, d); ``t``: float or (B,). Returns draws of shape (B, K, d).
+        x0^k ~ N(0, I),   x1^k = (x_t - beta_t x0^k) / alpha_t,   log w_k = log p1(x1^k)
+
+    **Defensive mixture** (``prior_samples`` given, our addition): ceil(K/2) draws from k and the rest
+    from g = (particle density × k) normalised (:class:`ParticleProposal`), weighted by the balance
+    heuristic against the mixture r = (K_k / K) k + (K_g / K) g actually sampled::
+
+        log w_k = log p1(x1^k) + log k(x1^k) - log r(x1^k)
+
+    Because r >= (K_k / K) k, every weight is at most (K / K_k) p1: a poor fit of the particles costs
+    accuracy but never makes the weights worse than the kernel's own. In both cases
+    x0^k = (x_t - alpha_t x1^k) / beta_t (the noise that would produce x_t) and the posterior score is
+    ``s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k``; w = softmax(log w), ESS = 1 / Σ w^2.
+
+    Shapes: ``x_t``: (B, d); ``t``: float or (B,); ``prior_samples``: (B, M, d). Returns draws (B, K, d).
+    ``check=False`` skips the tests that read values back from the device (finiteness, t in (0, 1)).
     """
     if not isinstance(target, Boltzmann):
         raise TypeError(f"target must be a rfm_teach.targets.Boltzmann; got {type(target).__name__}")
@@ -138,14 +213,26 @@ def draw(
     if not isinstance(path, GaussianPath):
         raise TypeError(f"path must be a rfm_teach.paths.GaussianPath; got {type(path).__name__}")
     _check_k(K)
-    tt = as_time(t, x_t)  # (B, 1), validated in (0, 1)
-    if not bool(torch.isfinite(x_t).all()):
+    tt = as_time(t, x_t, check=check)  # (B, 1), validated in (0, 1)
+    if check and not bool(torch.isfinite(x_t).all()):
         raise ValueError("x_t contains NaN or inf")
     x_t = x_t.detach()
     batch, dim = x_t.shape
+    if prior_samples is not None:
+        prior_samples = _check_prior_samples(prior_samples, x_t, check)
     alpha, beta = path.alpha(tt), path.beta(tt)
-    x0 = torch.randn(batch, K, dim, dtype=x_t.dtype, device=x_t.device, generator=generator)
+    n_kernel = K if prior_samples is None or K == 1 else (K + 1) // 2
+    x0 = torch.randn(batch, n_kernel, dim, dtype=x_t.dtype, device=x_t.device, generator=generator)
     x1 = (x_t[:, None, :] - beta[:, None] * x0) / alpha[:, None]
+    log_correction = None
+    if n_kernel < K:
+        sigma, centre = beta / alpha, x_t / alpha
+        proposal = ParticleProposal.fit(prior_samples, centre, sigma)
+        x1 = torch.cat([x1, proposal.sample(K - n_kernel, generator)], 1)
+        x0 = (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None]
+        log_k = _log_normal(x1, centre[:, None], sigma[:, None] ** 2)  # (B, K)
+        log_r = torch.logaddexp(log_k + math.log(n_kernel / K), proposal.log_density(x1) + math.log(1 - n_kernel / K))
+        log_correction = log_k - log_r
     if need_score:
         log_w, grad_log_p = target.log_density_and_score(x1)
         score = grad_log_p + (alpha / beta)[:, None] * x0
@@ -153,8 +240,23 @@ def draw(
         with torch.no_grad():
             log_w = target.log_density(x1)
         grad_log_p = score = None
+    if log_correction is not None:
+        log_w = log_w + log_correction
     w = torch.softmax(log_w, dim=-1)  # log-sum-exp inside: finite for any finite log-weights
     return ImportanceDraws(x_t, tt, x0, x1, log_w, w, alpha, beta, grad_log_p, score)
+
+
+def _check_prior_samples(prior_samples: Tensor, x_t: Tensor, check: bool) -> Tensor:
+    if not isinstance(prior_samples, Tensor):
+        raise TypeError(f"prior_samples must be a torch.Tensor of shape (B, M, d) or None; got {type(prior_samples).__name__}")
+    batch, dim = x_t.shape
+    if prior_samples.dim() != 3 or prior_samples.shape[0] != batch or prior_samples.shape[2] != dim or prior_samples.shape[1] < 1:
+        raise ValueError(
+            f"prior_samples must have shape (B, M, d) = ({batch}, M >= 1, {dim}) to match x_t; got {tuple(prior_samples.shape)}"
+        )
+    if check and not bool(torch.isfinite(prior_samples).all()):
+        raise ValueError("prior_samples contains NaN or inf")
+    return prior_samples.detach().to(x_t.dtype)
 
 
 def noise_expectation(draws: ImportanceDraws) -> Tensor:
@@ -295,10 +397,28 @@ def combine(draws: ImportanceDraws, c: Tensor) -> Tensor:
     """The unified estimator Σ_k w_k (x1^k + c ⊙ s1^k) for a coefficient c of shape (B, d) or (B, 1)."""
     mean = noise_expectation(draws)
     if draws.score is None:
-        if bool((c != 0).any()):
-            raise ValueError("a non-zero c needs scores; call draw(..., need_score=True)")
-        return mean
+        raise ValueError("combine needs scores; call draw(..., need_score=True) (or use noise_expectation)")
     return mean + c * stein_control_variate(draws)
+
+
+def qsm_mean(target: Boltzmann, x_t: Tensor, t: float | Tensor, *, path: GaussianPath | None = None,
+             check: bool = True) -> Tensor:
+    """The QSM target (Psenka et al., Q-score matching): the score of p1 taken at the noisy point itself. (B, d).
+
+    QSM regresses the policy's score at x_t onto grad_a Q(x_t) / temperature, with no posterior
+    averaging. Written as a posterior mean through Tweedie, grad log p_t(x_t) = (alpha_t mu1 - x_t) / beta_t^2,
+    it is the degenerate estimate::
+
+        mu1_QSM = (x_t + beta_t^2 grad log p1(x_t)) / alpha_t
+
+    It is exact only where p_t and p1 have the same score, i.e. as t -> 1. One Q-gradient per row.
+    """
+    path = LinearFlow() if path is None else path
+    if not isinstance(target, Boltzmann):
+        raise TypeError(f"target must be a rfm_teach.targets.Boltzmann; got {type(target).__name__}")
+    tt = as_time(t, x_t, check=check)
+    _, grad = target.log_density_and_score(x_t.detach()[:, None])
+    return (x_t.detach() + path.beta(tt) ** 2 * grad[:, 0]) / path.alpha(tt)
 
 
 def posterior_mean(
@@ -312,6 +432,8 @@ def posterior_mean(
     generator: torch.Generator | None = None,
     ridge: float = 1e-4,
     clip: float = 2.0,
+    prior_samples: Tensor | None = None,
+    check: bool = True,
 ) -> PosteriorEstimate:
     """Estimate mu1 = E[x1 | x_t] for the Boltzmann target with K importance draws per row.
 
@@ -325,6 +447,12 @@ def posterior_mean(
             coefficient), "auto" (ours, the default) or a float (a fixed c).
         generator: a ``torch.Generator`` for reproducible draws.
         ridge, clip: regularisation of the plug-in coefficient (authors' defaults 1e-4 and 2).
+        prior_samples: optional (B, M, d) approximate draws from p1 for each row, e.g. the policy's own
+            particles (latent space). They turn the proposal into a defensive mixture of the reverse
+            kernel and a density fitted to them (see :func:`draw`), so the weights no longer collapse
+            at small t or in higher dimensions. None gives the paper's kernel-only proposal.
+        check: validate values (finiteness, t in (0, 1)); False skips every test that reads the device,
+            for callers that validated at their own public boundary (the agent's update).
 
     Returns:
         :class:`PosteriorEstimate` with ``mean`` (B, d), ``ess`` (B,), ``c`` (B, d) and the draws.
@@ -340,7 +468,8 @@ def posterior_mean(
         raise TypeError(f"cv must be one of {CV_MODES} or a float; got {cv!r}")
     if not (ridge >= 0 and clip > 0):
         raise ValueError(f"need ridge >= 0 and clip > 0; got ridge={ridge}, clip={clip}")
-    draws = draw(target, x_t, t, path=path, K=K, generator=generator, need_score=cv != "none")
+    draws = draw(target, x_t, t, path=path, K=K, generator=generator, need_score=cv != "none",
+                 prior_samples=prior_samples, check=check)
     batch, dim = draws.x_t.shape
     if cv == "none":
         c = torch.zeros(batch, dim, dtype=x_t.dtype, device=x_t.device)

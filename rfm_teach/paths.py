@@ -40,12 +40,13 @@ TargetKind = Literal["x1", "x0", "score", "velocity"]
 TARGET_KINDS: tuple[str, ...] = ("x1", "x0", "score", "velocity")
 
 
-def as_time(t: float | Tensor, x_t: Tensor) -> Tensor:
+def as_time(t: float | Tensor, x_t: Tensor, *, check: bool = True) -> Tensor:
     """Validate the flow time ``t`` and return it as a column of shape (B, 1) matching ``x_t``.
 
     ``t`` may be a Python float (one time for the whole batch) or a tensor of shape (B,) or (B, 1).
     Every path here is singular at t = 0 (alpha_0 = 0, or sigma at its largest) or t = 1 (beta_1 = 0),
-    so t must lie strictly inside (0, 1).
+    so t must lie strictly inside (0, 1). ``check=False`` skips that range test on a tensor ``t`` (it
+    reads the tensor back to the host): for hot paths whose caller validated t at its own boundary.
     """
     if x_t.dim() != 2:
         raise ValueError(f"x_t must have shape (B, d); got shape {tuple(x_t.shape)}")
@@ -60,10 +61,14 @@ def as_time(t: float | Tensor, x_t: Tensor) -> Tensor:
             raise ValueError(
                 f"t must be a float or a tensor of shape (B,) = ({batch},); got shape {tuple(t.shape)}"
             )
-    elif isinstance(t, (int, float)):
-        t_col = torch.full((batch,), float(t), dtype=x_t.dtype, device=x_t.device)
+    elif isinstance(t, (int, float)) and not isinstance(t, bool):
+        if not 0 < float(t) < 1:
+            raise ValueError(f"t must lie strictly inside (0, 1) (t = 1 is data, t = 0 is noise); got t = {t!r}")
+        return torch.full((batch, 1), float(t), dtype=x_t.dtype, device=x_t.device)
     else:
         raise TypeError(f"t must be a float or a torch.Tensor; got {type(t).__name__}")
+    if not check:
+        return t_col[:, None]
     bad = ~((t_col > 0) & (t_col < 1))
     if bool(bad.any()):
         raise ValueError(

@@ -34,7 +34,12 @@ __all__ = [
     "AnisotropicQuadratic",
     "make_toy",
     "TOYS",
+    "Bimodal1D",
+    "ProductLandscape",
     "ExactGrid",
+    "ExactGaussian",
+    "ExactProduct",
+    "exact_answers",
 ]
 
 QFunction = Callable[[Tensor], Tensor]
@@ -54,17 +59,20 @@ class Boltzmann:
             ``lambda a: critic(s[:, None].expand(-1, a.shape[1], -1), a)`` for draws (B, K, d).
         temperature: lambda > 0. Small values make the target sharper (and importance sampling harder).
         squash: if True the density is over the latent u with a = tanh(u), Jacobian included.
+        check: if True (the default) every call checks that Q has the right shape and is finite. The
+            finiteness test reads the values back to the host (a device sync on a GPU); the agent's
+            update, which trusts its own critic, passes False.
 
     Shapes: ``x``: (..., d) -> ``log_density``: (...), ``score``: (..., d).
     """
 
-    def __init__(self, q: QFunction, temperature: float, squash: bool = False) -> None:
+    def __init__(self, q: QFunction, temperature: float, squash: bool = False, *, check: bool = True) -> None:
         if not callable(q):
             raise TypeError(f"q must be callable (a tensor (..., d) -> (...)); got {type(q).__name__}")
         temperature = float(temperature)
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-        self.q, self.temperature, self.squash = q, temperature, bool(squash)
+        self.q, self.temperature, self.squash, self.check = q, temperature, bool(squash), bool(check)
 
     def __repr__(self) -> str:
         return f"Boltzmann(q={self.q!r}, temperature={self.temperature}, squash={self.squash})"
@@ -75,6 +83,8 @@ class Boltzmann:
 
     def _q(self, x: Tensor) -> Tensor:
         q = self.q(self.action(x))
+        if not self.check:
+            return q
         if not isinstance(q, Tensor) or q.shape != x.shape[:-1]:
             got = tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__
             raise ValueError(f"q must map actions of shape {tuple(x.shape)} to shape {tuple(x.shape[:-1])}; got {got}")
@@ -194,6 +204,50 @@ class AnisotropicQuadratic:
         return mean, (1.0 / precision).expand_as(mean)
 
 
+@dataclass(frozen=True)
+class Bimodal1D:
+    """A 1-D landscape with two bumps: q(a) = scale * log sum_i exp(-(a - c_i)^2 / (2 width^2)). (...) -> (...)."""
+
+    centres: tuple[float, ...] = (-0.45, 0.5)
+    width: float = 0.15
+    scale: float = 1.0
+
+    def __call__(self, a: Tensor) -> Tensor:
+        c = torch.tensor(self.centres, dtype=a.dtype, device=a.device)
+        return self.scale * torch.logsumexp(-((a[..., None] - c) ** 2) / (2 * self.width**2), -1)
+
+
+@dataclass(frozen=True)
+class ProductLandscape:
+    """Q(a) = sum_j q_j(a_j): a d-dimensional landscape whose Boltzmann target is a product of 1-D ones.
+
+    exp(Q / temperature) = prod_j exp(q_j(a_j) / temperature) (and the tanh Jacobian is a product too), and
+    the reverse kernel N(x_t / alpha_t, (beta_t / alpha_t)^2 I) is isotropic, so the posterior of x1 given
+    x_t factorises over dimensions: 1-D quadrature gives exact answers in d = 6 or 12
+    (:class:`ExactProduct`). ``ProductLandscape.bimodal(6)`` is the d = 6 test target of the benchmarks.
+    """
+
+    factors: tuple[Callable[[Tensor], Tensor], ...]
+    extent: float = 1.5
+
+    @classmethod
+    def bimodal(cls, dim: int) -> ProductLandscape:
+        """d alternating two-bump factors (mass in (-1, 1) per coordinate), a fixed, seed-free choice."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an int >= 1; got {dim!r}")
+        kinds = (Bimodal1D((-0.45, 0.5), 0.15), Bimodal1D((-0.6, 0.1, 0.55), 0.12))
+        return cls(tuple(kinds[j % 2] for j in range(dim)))
+
+    @property
+    def dim(self) -> int:
+        return len(self.factors)
+
+    def __call__(self, a: Tensor) -> Tensor:
+        if a.shape[-1] != self.dim:
+            raise ValueError(f"this landscape has d = {self.dim}; got actions of shape {tuple(a.shape)}")
+        return sum(f(a[..., j]) for j, f in enumerate(self.factors))
+
+
 TOYS: dict[str, Callable[[], Callable[[Tensor], Tensor]]] = {
     "ring": RingOfModes,
     "two_moons": TwoMoons,
@@ -299,9 +353,121 @@ class ExactGrid:
         """Exact mu1 = E[x1 | x_t] by quadrature, shape (B, d), float64."""
         return self.posterior_expectation(lambda x: x, x_t, t, path)
 
+    def posterior_variance(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        """Exact Var(x1_j | x_t) per dimension by quadrature, shape (B, d), float64.
+
+        Its sum over j, tr Cov(x1 | x_t), is the mean squared error of ONE exact posterior draw used as
+        the estimate of mu1: the reference every Monte Carlo estimator should beat.
+        """
+        moments = self.posterior_expectation(lambda x: torch.cat([x, x**2], -1), x_t, t, path)
+        mean, second = moments.chunk(2, -1)
+        return (second - mean**2).clamp_min(0.0)
+
     def marginal_sample(self, num: int, t: float, path: GaussianPath, generator: torch.Generator | None = None) -> Tensor:
         """Draw x_t = alpha_t x1 + beta_t x0 with x1 from the target and x0 ~ N(0, I). Shape (num, d)."""
-        x1 = self.sample(num, generator)
-        x0 = torch.randn(num, self.dim, dtype=torch.float64, generator=generator)
-        tt = torch.full((num, 1), float(t), dtype=torch.float64)
-        return path.interpolate(x1, x0, tt)
+        return _marginal_sample(self, num, t, path, generator)
+
+
+class ExactGaussian:
+    """Closed-form answers for the unsquashed :class:`AnisotropicQuadratic` target in any dimension.
+
+    p1 = N(m, S) with S = temperature diag(s^2); the posterior of x1 given x_t is Gaussian with
+    precision S^-1 + alpha_t^2 / beta_t^2 (:meth:`AnisotropicQuadratic.posterior`). Same interface as
+    :class:`ExactGrid` (``mean``, ``sample``, ``posterior_mean``, ``posterior_variance``, ``marginal_sample``).
+    """
+
+    def __init__(self, target: Boltzmann) -> None:
+        if not isinstance(target.q, AnisotropicQuadratic) or target.squash:
+            raise ValueError("ExactGaussian needs an unsquashed Boltzmann target of an AnisotropicQuadratic")
+        self.target, self.toy, self.dim = target, target.q, len(target.q.mean)
+        self._m = torch.tensor(self.toy.mean, dtype=torch.float64)
+        self._std = math.sqrt(target.temperature) * torch.tensor(self.toy.scales, dtype=torch.float64)
+
+    def mean(self) -> Tensor:
+        return self._m.clone()
+
+    def sample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        return self._m + self._std * torch.randn(num, self.dim, dtype=torch.float64, generator=generator)
+
+    def posterior_mean(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        return self.toy.posterior(x_t.to(torch.float64), t, path, self.target.temperature)[0]
+
+    def posterior_variance(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        return self.toy.posterior(x_t.to(torch.float64), t, path, self.target.temperature)[1]
+
+    def marginal_sample(self, num: int, t: float, path: GaussianPath, generator: torch.Generator | None = None) -> Tensor:
+        return _marginal_sample(self, num, t, path, generator)
+
+
+class ExactProduct:
+    """Exact answers for a target whose landscape is a :class:`ProductLandscape`, in any dimension.
+
+    p1(x) = prod_j p_j(x_j) and the reverse kernel is isotropic, so q1(x1 | x_t) = prod_j q_j(x1_j | x_t_j)
+    and every posterior moment is a 1-D quadrature per coordinate on ``n`` points of [-extent, extent]
+    (tanh Jacobian included when the target is squashed). Same interface as :class:`ExactGrid`.
+    """
+
+    def __init__(self, target: Boltzmann, extent: float | None = None, n: int = 2001) -> None:
+        if not isinstance(target.q, ProductLandscape):
+            raise ValueError(f"ExactProduct needs a Boltzmann target of a ProductLandscape; got q={target.q!r}")
+        if n < 3:
+            raise ValueError(f"n must be >= 3 grid points per axis; got {n}")
+        extent = (4.0 if target.squash else target.q.extent) if extent is None else float(extent)
+        self.target, self.dim = target, target.q.dim
+        self.axis = torch.linspace(-extent, extent, n, dtype=torch.float64)  # (n,)
+        action = torch.tanh(self.axis) if target.squash else self.axis
+        with torch.no_grad():
+            log_p = torch.stack([f(action) / target.temperature for f in target.q.factors])  # (d, n)
+            if target.squash:
+                log_p = log_p + log_sech2(self.axis)
+        self.log_p = log_p - torch.logsumexp(log_p, -1, keepdim=True)  # normalised over the grid, per axis
+
+    def mean(self) -> Tensor:
+        return torch.exp(self.log_p) @ self.axis
+
+    def sample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        """Exact samples up to the grid resolution, each coordinate from its own 1-D factor. (num, d)."""
+        idx = torch.multinomial(torch.exp(self.log_p), num, replacement=True, generator=generator)  # (d, num)
+        h = float(self.axis[1] - self.axis[0])
+        jitter = (torch.rand(num, self.dim, dtype=torch.float64, generator=generator) - 0.5) * h
+        return self.axis[idx].T + jitter
+
+    def _posterior_weights(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        """q_j(x1_j = axis point | x_t_j), normalised per row and coordinate. (B, d, n)."""
+        x_t = x_t.to(torch.float64)
+        tt = as_time(t, x_t)
+        a, b = path.alpha(tt)[:, :, None], path.beta(tt)[:, :, None]  # (B, 1, 1)
+        log_w = self.log_p - (x_t[:, :, None] - a * self.axis) ** 2 / (2 * b**2)
+        return torch.softmax(log_w, -1)
+
+    def posterior_mean(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        return self._posterior_weights(x_t, t, path) @ self.axis
+
+    def posterior_variance(self, x_t: Tensor, t: float | Tensor, path: GaussianPath) -> Tensor:
+        w = self._posterior_weights(x_t, t, path)
+        mean = w @ self.axis
+        return (w @ self.axis**2 - mean**2).clamp_min(0.0)
+
+    def marginal_sample(self, num: int, t: float, path: GaussianPath, generator: torch.Generator | None = None) -> Tensor:
+        return _marginal_sample(self, num, t, path, generator)
+
+
+def _marginal_sample(exact, num: int, t: float, path: GaussianPath, generator: torch.Generator | None) -> Tensor:
+    x1 = exact.sample(num, generator)
+    x0 = torch.randn(num, exact.dim, dtype=torch.float64, generator=generator)
+    return path.interpolate(x1, x0, torch.full((num, 1), float(t), dtype=torch.float64))
+
+
+def exact_answers(target: Boltzmann, **grid_options) -> ExactGrid | ExactGaussian | ExactProduct:
+    """The exact-answer object for ``target``: closed form (Gaussian), 1-D quadrature (product), or a 2D grid.
+
+    ``grid_options`` (``extent``, ``n``) go to the quadrature. Every returned object has ``mean()``,
+    ``sample(num, generator)``, ``posterior_mean(x_t, t, path)``, ``posterior_variance(x_t, t, path)``
+    and ``marginal_sample(num, t, path, generator)``.
+    """
+    if isinstance(target.q, AnisotropicQuadratic) and not target.squash:
+        return ExactGaussian(target)
+    if isinstance(target.q, ProductLandscape):
+        return ExactProduct(target, **grid_options)
+    extent = grid_options.pop("extent", getattr(target.q, "extent", 3.0) * (2.0 if target.squash else 1.0))
+    return ExactGrid(target, extent=extent, **grid_options)

@@ -14,6 +14,7 @@ from rfm_teach.estimators import (
     stein_control_variate,
 )
 from rfm_teach.paths import LinearFlow, VEDiffusion, VPDiffusion, as_time
+from rfm_teach.scoring import score_estimator
 from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, make_toy
 
 FLOW = LinearFlow()
@@ -31,12 +32,10 @@ def ring():
 
 
 def mse_against_exact(target, grid, t, K, cv, *, rows=16, reps=40, seed=0):
-    """Mean over x_t ~ p_t and repetitions of |estimate - exact mu1|^2."""
-    g = gen(seed)
-    x_t = grid.marginal_sample(rows, t, FLOW, g)
-    exact = grid.posterior_mean(x_t, t, FLOW).repeat_interleave(reps, 0)
-    est = posterior_mean(target, x_t.repeat_interleave(reps, 0), t, path=FLOW, K=K, cv=cv, generator=g)
-    return ((est.mean - exact) ** 2).sum(-1).mean().item()
+    """Mean over x_t ~ p_t and repetitions of |estimate - exact mu1|^2 (rfm_teach.scoring)."""
+    scores = score_estimator(lambda x, tt, g: posterior_mean(target, x, tt, path=FLOW, K=K, cv=cv, generator=g).mean,
+                             grid, t, path=FLOW, rows=rows, reps=reps, generator=gen(seed))
+    return scores["estimate"]["x1"].mse
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)

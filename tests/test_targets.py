@@ -101,3 +101,33 @@ def test_bad_inputs():
         make_toy("moons")
     with pytest.raises(ValueError, match="d = 1 or 2"):
         ExactGrid(Boltzmann(q, 1.0), dim=3)
+
+
+def test_product_target_exact_answers_match_the_2d_grid():
+    """A 2-D product landscape: 1-D quadrature per coordinate equals full 2D quadrature (with and without tanh)."""
+    from rfm_teach.targets import ExactProduct, ProductLandscape
+
+    for squash, extent in ((False, 1.5), (True, 4.0)):
+        target = Boltzmann(ProductLandscape.bimodal(2), 0.5, squash=squash)
+        product, grid = ExactProduct(target), ExactGrid(target, extent=extent, n=601)
+        x_t = product.marginal_sample(6, 0.3, LinearFlow(), torch.Generator().manual_seed(0))
+        torch.testing.assert_close(product.mean(), grid.mean(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(product.posterior_mean(x_t, 0.3, LinearFlow()), grid.posterior_mean(x_t, 0.3, LinearFlow()),
+                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(product.posterior_variance(x_t, 0.3, LinearFlow()),
+                                   grid.posterior_variance(x_t, 0.3, LinearFlow()), atol=1e-6, rtol=0)
+
+
+def test_gaussian_closed_form_matches_the_grid_and_any_dimension_works():
+    from rfm_teach.targets import ExactGaussian, ProductLandscape, exact_answers
+
+    target = Boltzmann(AnisotropicQuadratic(), 1.0)
+    x_t = torch.tensor([[0.2, -0.1], [1.0, 0.4]], dtype=torch.float64)
+    torch.testing.assert_close(ExactGaussian(target).posterior_variance(x_t, 0.5, LinearFlow()),
+                               ExactGrid(target).posterior_variance(x_t, 0.5, LinearFlow()), atol=1e-6, rtol=0)
+    exact6 = exact_answers(Boltzmann(ProductLandscape.bimodal(6), 1.0))
+    samples = exact6.sample(20000, torch.Generator().manual_seed(1))
+    assert samples.shape == (20000, 6)
+    torch.testing.assert_close(samples.mean(0), exact6.mean(), atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="d = 6"):
+        ProductLandscape.bimodal(6)(torch.zeros(3, 2))
