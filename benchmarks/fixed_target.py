@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from rfm_teach.fixed_target import (CURVE_FIELDS, FLOOR_FIELDS, SAMPLE_FIELDS, FitConfig, fit_to_target,
+from rfm_teach.fixed_target import (CURVE_FIELDS, FLOOR_FIELDS, SAMPLE_FIELDS, FitConfig, estimator_fields,
+                                    fit_to_target,
                                     manifest_extra, sample_rows, write_csv)
 from rfm_teach.results import RESULTS_DIR, write_manifest
 
@@ -46,19 +47,6 @@ def _parse_value(kind, text: str):
     if kind in (float, "float"):
         return float(text)
     return text
-
-
-def _parse_cv(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def parse_estimator(name: str) -> dict:
-    """'auto+policy' -> cv auto, proposal policy; 'plugin' -> cv plugin, proposal kernel; 'exact' -> the oracle."""
-    cv, _, proposal = name.partition("+")
-    return {"cv": _parse_cv(cv), "proposal": proposal or "kernel"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +89,7 @@ def configs_from_args(args: argparse.Namespace) -> list[FitConfig]:
                 for sweep in sweeps:
                     for est in args.estimators:
                         cfg = FitConfig(**{**base, "toy": toy, "policy": policy, "seed": seed, **sweep,
-                                           **parse_estimator(est)})
+                                           **estimator_fields(est)})
                         out.append(cfg.validate())
     return out
 

@@ -53,7 +53,7 @@ from .policies import DiffusionPolicy, FlowPolicy
 from .targets import Boltzmann, ExactGrid, ExactProduct, ProductLandscape, make_toy
 
 __all__ = ["FitConfig", "FitResult", "GridOracle", "make_target", "exact_reference", "evaluate", "fit_to_target",
-           "POLICIES", "PROPOSALS", "estimator_label"]
+           "POLICIES", "PROPOSALS", "estimator_label", "estimator_fields"]
 
 POLICIES = {"flow": FlowPolicy, "diffusion": DiffusionPolicy}
 ENDPOINTS = ("policy", "mixed")
@@ -130,6 +130,17 @@ class FitConfig:
 def estimator_label(cv, proposal: str) -> str:
     """A short name for an estimator: the cv, with "+policy" when the policy proposal is used (not for the oracle)."""
     return str(cv) if cv == EXACT or proposal == "kernel" else f"{cv}+policy"
+
+
+def estimator_fields(name: str) -> dict:
+    """The FitConfig fields of an estimator name: "auto+policy" -> cv auto with the policy proposal,
+    "plugin" -> cv plugin with the kernel-only proposal (the paper's), "exact" -> the oracle, "0.5" -> a fixed c."""
+    cv, _, proposal = str(name).partition("+")
+    try:
+        cv = float(cv)
+    except ValueError:
+        pass
+    return {"cv": cv, "proposal": proposal or "kernel"}
 
 
 def make_target(toy: str, temperature: float):
