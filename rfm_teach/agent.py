@@ -1,23 +1,51 @@
-"""The off-policy actor-critic of the RFM paper's code (notes §5), with SAC in the same harness.
+"""The off-policy actor-critic of the RFM paper's code (azizanlab/ReverseFlowMatching), with QSM and SAC in the same harness.
 
-One update of the RFM agent (``algo`` in "rfm", "noise", "gradient"; they differ only in ``cv``)::
+One update of the flow-family agent (``algo`` "rfm" or "qsm")::
 
-    u1  = ACT_latent(s,  M particles, "boltzmann")             # on-policy endpoints, pre-update Q
-    a'  = ACT(s', M particles, "boltzmann")                    # particle choice with the ONLINE critics
-    y   = r + gamma * mask * min_i Qtarg_i(s', a')              # no entropy term (as the authors)
-    critic: minimise sum_i mean (Q_i(s, a) - y)^2               # Adam 1e-3, global-norm clip 10
-    actor:  policy.loss(s, u1, Boltzmann(min_i Q_i(s, .), lambda, squash=True), K, cv)   # Adam 3e-4, clip 10
+    u_m = ACT_latent(s, M particles)                             # M = particles, drawn once per update
+    u1  = Boltzmann pick among u_m with the pre-update critic     # endpoints="boltzmann" (the authors')
+          (or u_1 itself, one raw policy sample: endpoints="raw")
+    a'  = ACT(s', M particles, "boltzmann")                      # particle choice with the ONLINE critics
+    y   = r + gamma * mask * min_i Qtarg_i(s', a')                # no entropy term (as the authors)
+    critic: minimise sum_i mean (Q_i(s, a) - y)^2                 # Adam 1e-3, global-norm clip 10
+    actor:  policy.loss(s, u1, Boltzmann(min_i Q_i(s, .), lambda, squash=True), K, cv,
+                        prior_samples = u_m if proposal == "policy" else None)   # Adam 3e-4, clip 10
     Polyak: theta_targ <- tau theta + (1 - tau) theta_targ
 
-ACT(s, M, mode) draws M latent particles u from the policy (10 Euler steps), squashes a = tanh u and
-picks one: "boltzmann" samples an index from softmax(min_i Q_i(s, a_m) / lambda) (behaviour and
+The regression target is chosen by two fields, recorded in every manifest as they are:
+
+- ``cv``: the estimator family of :func:`rfm_teach.estimators.posterior_mean`: "none"
+  (noise-expectation, SDAC/QNE-style), "gradient" (gradient-expectation, iDEM/DQS-style), "plugin"
+  (the paper's per-dimension coefficient), "auto" (ours, the default) or a fixed float.
+- ``proposal``: "policy" (the default; our addition) passes the M particles drawn for the Boltzmann
+  choice as ``prior_samples``, a defensive mixture of the reverse kernel and a density fitted to the
+  policy's own samples, whose weights do not collapse at small t; "kernel" is the paper's
+  reverse-kernel-only proposal. The paper's estimator is ``cv="plugin", proposal="kernel"``.
+
+``algo="qsm"`` regresses onto the QSM target (:func:`rfm_teach.estimators.qsm_mean`: grad Q at the
+noisy action itself, no posterior averaging; Psenka et al.), with the same particles, critics and
+schedule; ``cv`` and ``proposal`` are unused there.
+
+The endpoint u1 only places u_t (any full-support distribution of u_t has the same minimiser), so
+``endpoints="raw"`` (one policy sample, no critic call) has the same fixed point as the authors'
+Boltzmann pick; ``benchmarks/bandit.py`` measures whether it changes what is learned.
+
+ACT(s, M, mode) draws M latent particles u from the policy (``steps`` Euler steps), squashes a = tanh u
+and picks one: "boltzmann" samples an index from softmax(min_i Q_i(s, a_m) / lambda) (behaviour and
 critic targets), "argmax" takes the best by Q (best-of-N evaluation, the authors' protocol), "raw"
 takes the policy's own sample (M = 1: what the learned distribution itself is worth). We report both
 evaluations.
 
 ``algo="sac"`` swaps the actor for a Gaussian-tanh policy with automatic entropy tuning (Haarnoja et al.
 2018; target entropy -d) and the standard entropy-regularised backup. Critics, replay, update schedule
-and evaluation protocol are shared, so differences come from the actor alone.
+and evaluation protocol are shared, so differences come from the actor alone. SAC's evaluations:
+"argmax" is the deterministic tanh(mean) action (what published SAC numbers report), "raw" one sample
+tanh(u), u ~ N(mean, std^2).
+
+``exact_q="bandit"`` replaces the learned critics, wherever they are read (particle choice, the actor's
+target, SAC's actor loss), by the contextual bandit's exact Q(c, a) = r(c, a)
+(:class:`rfm_teach.envs.BanditQ`; one-step episodes make the reward the Q-value), and stops training the
+critics: it tells the critic's error apart from the estimator's and the actor's.
 
 Temperature. The authors fix lambda = 0.02 for DeepMind Control, whose per-step rewards lie in [0, 1],
 and have no automatic mode. Rewards elsewhere have other scales (MuJoCo HalfCheetah pays up to ~10 per
@@ -27,6 +55,12 @@ collected during the random warm-up, frozen afterwards. Multiplying all rewards 
 lambda by k and leaves the target policy unchanged, and a frozen lambda keeps the actor's target
 stationary. This is our choice, not the authors'; it is untested at scale.
 
+Host reads. :meth:`Agent.update` validates nothing on the device (the estimator, the target and the
+policy are called with ``check=False``; inputs are the loop's own buffer). It reads the device once
+for control flow (whether any transition of the batch bootstraps: a one-step bandit skips the ODE
+solve at s') and, with ``sync=True`` (the default), once more to return its metrics as floats;
+``sync=False`` returns 0-dim tensors instead, for a loop that converts them when it logs.
+
 Derived in notebooks/07_online_bandit.ipynb.
 """
 
@@ -34,28 +68,43 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .estimators import CV_MODES, qsm_mean
 from .policies import DiffusionPolicy, FlowPolicy
 from .targets import Boltzmann, log_sech2
 
-__all__ = ["ALGOS", "CV_OF_ALGO", "Agent", "AgentConfig", "GaussianTanhPolicy", "TwinCritic"]
+__all__ = ["ALGOS", "EXACT_Q", "PROPOSALS", "ENDPOINTS", "Agent", "AgentConfig", "GaussianTanhPolicy", "TwinCritic"]
 
-ALGOS: tuple[str, ...] = ("rfm", "noise", "gradient", "sac")
-#: The estimator each flow-family algorithm regresses onto (see rfm_teach.estimators).
-CV_OF_ALGO: dict[str, str] = {"rfm": "auto", "noise": "none", "gradient": "gradient"}
+ALGOS: tuple[str, ...] = ("rfm", "qsm", "sac")
+PROPOSALS: tuple[str, ...] = ("policy", "kernel")
+ENDPOINTS: tuple[str, ...] = ("boltzmann", "raw")
+#: Names accepted by ``AgentConfig.exact_q``: exact action values that replace the learned critics.
+EXACT_Q: tuple[str, ...] = ("bandit",)
 ACT_MODES: tuple[str, ...] = ("boltzmann", "argmax", "raw")
+#: Algorithm names that existed before ``cv`` became a field, and what to write instead.
+_REMOVED_ALGOS = {"noise": "algo='rfm', cv='none'", "gradient": "algo='rfm', cv='gradient'"}
 
 
 @dataclass
 class AgentConfig:
-    """Hyperparameters of the agent; defaults are the authors' (notes §5.5).
+    """Hyperparameters of the agent; defaults are the authors' (configs/default.yaml and rfm.yaml of
+    azizanlab/ReverseFlowMatching), except ``cv`` and ``proposal`` (ours; see the module docstring).
 
     Attributes:
-        algo: "rfm" (cv="auto"), "noise" (cv="none"), "gradient" (cv="gradient") or "sac".
+        algo: "rfm" (flow/diffusion actor regressed onto a posterior-mean estimate; ``cv`` picks the
+            family), "qsm" (Q-score matching target, no posterior averaging) or "sac".
+        cv: estimator of E[u1 | u_t]: "none" (noise-expectation), "gradient" (gradient-expectation),
+            "plugin" (the paper's coefficient), "auto" (ours, default) or a fixed float.
+        proposal: "policy" (defensive mixture with the M particles of the Boltzmann choice, default)
+            or "kernel" (the paper's reverse-kernel proposal). The paper's estimator: cv="plugin", proposal="kernel".
+        endpoints: where u_t is placed: "boltzmann" (the authors': a Boltzmann pick among the M
+            particles) or "raw" (one policy sample; same fixed point, no critic call).
+        exact_q: None (learned twin critics) or "bandit" (the contextual bandit's exact Q = r; critics unused).
         policy: "flow" (the paper) or "diffusion" (same RFM target, VP path, noise prediction).
         hidden, n_blocks, emb_dim: actor width, residual blocks, embedding size (256, 2, 128).
         critic_hidden: width of the two hidden ReLU layers of each critic (256).
@@ -73,6 +122,10 @@ class AgentConfig:
     """
 
     algo: str = "rfm"
+    cv: float | str = "auto"
+    proposal: str = "policy"
+    endpoints: str = "boltzmann"
+    exact_q: str | None = None
     policy: str = "flow"
     hidden: int = 256
     n_blocks: int = 2
@@ -93,12 +146,22 @@ class AgentConfig:
 
     def validate(self) -> AgentConfig:
         """Raise ValueError naming the first bad value; return self so calls can be chained."""
+        if self.algo in _REMOVED_ALGOS:
+            raise ValueError(f"algo {self.algo!r} is now a choice of estimator: use {_REMOVED_ALGOS[self.algo]}")
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}; got {self.algo!r}")
-        if self.policy not in ("flow", "diffusion"):
-            raise ValueError(f"policy must be 'flow' or 'diffusion'; got {self.policy!r}")
-        if self.temperature_mode not in ("fixed", "reward_scale"):
-            raise ValueError(f"temperature_mode must be 'fixed' or 'reward_scale'; got {self.temperature_mode!r}")
+        if isinstance(self.cv, str):
+            if self.cv not in CV_MODES:
+                raise ValueError(f"cv must be one of {CV_MODES} or a float; got {self.cv!r}")
+        elif isinstance(self.cv, bool) or not isinstance(self.cv, (int, float)) or not math.isfinite(float(self.cv)):
+            raise ValueError(f"cv must be one of {CV_MODES} or a finite float; got {self.cv!r}")
+        for name, value, allowed in (("proposal", self.proposal, PROPOSALS), ("endpoints", self.endpoints, ENDPOINTS),
+                                     ("policy", self.policy, ("flow", "diffusion")),
+                                     ("temperature_mode", self.temperature_mode, ("fixed", "reward_scale"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+        if self.exact_q is not None and self.exact_q not in EXACT_Q:
+            raise ValueError(f"exact_q must be None or one of {EXACT_Q}; got {self.exact_q!r}")
         for name in ("hidden", "critic_hidden", "K", "particles", "steps", "emb_dim"):
             _check_int(name, getattr(self, name), 1)
         _check_int("n_blocks", self.n_blocks, 0)
@@ -131,7 +194,7 @@ def _check_float(name: str, value: object, low: float, high: float, *, open_low:
 
 
 class TwinCritic(nn.Module):
-    """Two independent Q networks, each [s, a] -> 256 ReLU -> 256 ReLU -> 1 (notes §5.4).
+    """Two independent Q networks, each [s, a] -> 256 ReLU -> 256 ReLU -> 1 (the authors' critic).
 
     Shapes: ``obs`` (..., ds), ``act`` (..., d) with the same leading shape -> ``forward`` (2, ...).
     """
@@ -189,6 +252,41 @@ class GaussianTanhPolicy(nn.Module):
         return mean[:, None] + log_std.exp()[:, None] * eps
 
 
+def _policy_loss(policy, obs, u1, target, *, temperature, K, cv, generator, exact_mu1, prior_samples):
+    """policy.loss with check=False; TEMPORARY bridge while policies.loss does not yet take prior_samples/check."""
+    import inspect
+
+    if "prior_samples" in inspect.signature(policy.loss).parameters:
+        return policy.loss(obs, u1, target, temperature=temperature, K=K, cv=cv, generator=generator,
+                           exact_mu1=exact_mu1, prior_samples=prior_samples, check=False)
+    import torch.nn.functional as F
+
+    from .estimators import posterior_mean
+
+    dtype, device = u1.dtype, u1.device
+    batch = u1.shape[0]
+    t = policy.t_min + (1 - 2 * policy.t_min) * torch.rand(batch, dtype=dtype, device=device, generator=generator)
+    u0 = torch.randn(batch, policy.act_dim, dtype=dtype, device=device, generator=generator)
+    u_t = policy.path.interpolate(u1, u0, t[:, None])
+    if exact_mu1 is None:
+        est = posterior_mean(target, u_t, t, path=policy.path, K=K, cv=cv, generator=generator,
+                             prior_samples=prior_samples, check=False)
+        mu1, info = est.mean, {"ess": est.ess.mean(), "c": est.c.abs().mean()}
+    else:
+        mu1, info = exact_mu1(u_t, t).to(dtype), {"ess": None, "c": None}
+    y = policy.path.convert(mu1, u_t, t[:, None], src="x1", dst=policy.prediction).detach()
+    temp = torch.full((batch,), float(temperature), dtype=dtype, device=device)
+    return F.mse_loss(policy.net(obs, u_t, t, temp), y), info
+
+
+def _make_exact_q(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    if name == "bandit":
+        from .envs import BanditQ  # beside the spine: imported only when asked for
+
+        return BanditQ()
+    raise ValueError(f"exact_q must be None or one of {EXACT_Q}; got {name!r}")
+
+
 class Agent:
     """Twin critics with target copies, a flow/diffusion (or SAC) actor, particle action choice, updates.
 
@@ -196,8 +294,9 @@ class Agent:
         obs_dim, act_dim: sizes of the flat observation and of the action box [-1, 1]^d.
         config: :class:`AgentConfig` (validated here).
         device: torch device for networks and the agent's generator.
-        seed: seeds network initialisation and the agent's own ``torch.Generator``, the only source of
-            randomness in :meth:`act` and :meth:`update` (so a run is reproducible and resumable).
+        seed: seeds network initialisation (inside ``torch.random.fork_rng``: torch's global RNG is
+            left as it was) and the agent's own ``torch.Generator``, the only source of randomness in
+            :meth:`act` and :meth:`update` (so a run is reproducible and resumable).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, *, device: str | torch.device = "cpu",
@@ -210,19 +309,24 @@ class Agent:
         _check_int("seed", seed, 0)
         self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
         self.device = torch.device(device)
-        torch.manual_seed(seed)  # network initialisation only; everything later uses self.generator
         cfg = config
-        self.critic = TwinCritic(obs_dim, act_dim, cfg.critic_hidden).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # networks are initialised on the CPU, then moved
+            torch.manual_seed(seed)
+            self.critic = TwinCritic(obs_dim, act_dim, cfg.critic_hidden)
+            if cfg.algo == "sac":
+                self.actor: nn.Module = GaussianTanhPolicy(obs_dim, act_dim, cfg.hidden)
+            else:
+                policy_cls = FlowPolicy if cfg.policy == "flow" else DiffusionPolicy
+                self.actor = policy_cls(obs_dim, act_dim, hidden=cfg.hidden, n_blocks=cfg.n_blocks,
+                                        emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True)
+        self.critic = self.critic.to(self.device)
+        self.actor = self.actor.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         if cfg.algo == "sac":
-            self.actor: nn.Module = GaussianTanhPolicy(obs_dim, act_dim, cfg.hidden).to(self.device)
             self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
             self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.sac_alpha_lr)
             self.target_entropy = -float(act_dim)
-        else:
-            policy_cls = FlowPolicy if cfg.policy == "flow" else DiffusionPolicy
-            self.actor = policy_cls(obs_dim, act_dim, hidden=cfg.hidden, n_blocks=cfg.n_blocks,
-                                    emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True).to(self.device)
+        self.exact_q = None if cfg.exact_q is None else _make_exact_q(cfg.exact_q)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.generator = torch.Generator(device=self.device)
@@ -241,29 +345,43 @@ class Agent:
             self.temperature = self.config.temperature * scale
         return self.temperature
 
+    # ---- values -----------------------------------------------------------------------------------
+    def q_value(self, obs: Tensor, act: Tensor) -> Tensor:
+        """The Q the agent acts on: min_i Q_i(s, a) of the online critics, or the exact Q with ``exact_q``. (...)."""
+        if self.exact_q is not None:
+            return self.exact_q(obs, act)
+        return self.critic.q_min(obs, act)
+
     # ---- acting -----------------------------------------------------------------------------------
     def _latents(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         return self.actor.sample(obs, n, temperature=self.temperature, steps=self.config.steps, generator=generator)
+
+    def _pick(self, obs: Tensor, u: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
+        """One of the particles u (B, M, d) per state: Boltzmann sampling or argmax of Q. (B, d)."""
+        q = self.q_value(obs[:, None, :].expand(-1, u.shape[1], -1), torch.tanh(u))  # (B, M)
+        if mode == "argmax":
+            idx = q.argmax(-1)
+        else:
+            idx = torch.multinomial(torch.softmax(q / self.temperature, -1), 1, generator=generator)[:, 0]
+        return u[torch.arange(u.shape[0], device=u.device), idx]
 
     @torch.no_grad()
     def choose(self, obs: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
         """Pick one latent action per state by ``mode`` ("boltzmann", "argmax" or "raw"). (B, d).
 
-        "boltzmann" and "argmax" draw ``particles`` latents u_m, score them with min_i Q_i(s, tanh u_m)
-        and pick by softmax(Q / lambda) sampling or by the largest Q; "raw" returns one policy sample.
+        Flow family: "boltzmann" and "argmax" draw ``particles`` latents u_m, score them with
+        min_i Q_i(s, tanh u_m) and pick by softmax(Q / lambda) sampling or by the largest Q; "raw"
+        returns one policy sample. SAC: "argmax" is the deterministic mean latent (tanh of it is the
+        action published SAC numbers evaluate), "raw" one Gaussian sample, "boltzmann" as above.
         """
         if mode not in ACT_MODES:
             raise ValueError(f"mode must be one of {ACT_MODES}; got {mode!r}")
         gen = self.generator if generator is None else generator
         if mode == "raw":
             return self._latents(obs, 1, gen)[:, 0]
-        u = self._latents(obs, self.config.particles, gen)  # (B, M, d)
-        q = self.critic.q_min(obs[:, None, :].expand(-1, u.shape[1], -1), torch.tanh(u))  # (B, M)
-        if mode == "argmax":
-            idx = q.argmax(-1)
-        else:
-            idx = torch.multinomial(torch.softmax(q / self.temperature, -1), 1, generator=gen)[:, 0]
-        return u[torch.arange(u.shape[0], device=u.device), idx]
+        if mode == "argmax" and self.config.algo == "sac":
+            return self.actor._dist(obs)[0]
+        return self._pick(obs, self._latents(obs, self.config.particles, gen), mode, gen)
 
     @torch.no_grad()
     def act(self, obs: Tensor, mode: str = "boltzmann", generator: torch.Generator | None = None) -> Tensor:
@@ -286,66 +404,99 @@ class Agent:
             nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         optim.step()
 
-    def _critic_update(self, batch: dict[str, Tensor], next_value: Tensor) -> float:
-        y = batch["reward"] + self.config.gamma * batch["mask"] * next_value
+    def _critic_update(self, batch: dict[str, Tensor], next_value: Tensor | None) -> Tensor:
+        """One critic step towards r + gamma mask V(s'); with ``exact_q`` no step (the loss is NaN)."""
+        if self.exact_q is not None:
+            return torch.full((), math.nan, device=self.device)
+        y = batch["reward"] if next_value is None else batch["reward"] + self.config.gamma * batch["mask"] * next_value
         q = self.critic(batch["obs"], batch["action"])  # (2, B)
         loss = ((q - y) ** 2).mean(-1).sum()
         self._step(self.critic_optim, loss, self.critic.parameters())
-        return float(loss.detach())
+        return loss.detach()
 
     @torch.no_grad()
     def _polyak(self) -> None:
+        if self.exact_q is not None:
+            return
         tau = self.config.tau
         for p, p_targ in zip(self.critic.parameters(), self.critic_target.parameters()):
             p_targ.lerp_(p, tau)
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, Tensor], *, sync: bool = True) -> dict[str, float | Tensor]:
         """One fused update on a batch {obs, action, reward, next_obs, mask} (all (B, .) float32). Returns metrics.
 
         ``mask`` is 0 only on true termination (not on time-limit truncation), so the backup keeps
-        bootstrapping through time limits.
+        bootstrapping through time limits. Metrics: critic_loss, actor_loss, temperature, and ess and c
+        (flow family; NaN where undefined, e.g. for QSM) or alpha and entropy (SAC). With ``sync=True``
+        they are floats, read from the device in one transfer after the step; with ``sync=False`` 0-dim
+        tensors (temperature stays a float), so a loop can average them on the device and read once.
         """
-        if self.config.algo == "sac":
-            return self._update_sac(batch)
-        return self._update_flow(batch)
+        metrics = self._update_sac(batch) if self.config.algo == "sac" else self._update_flow(batch)
+        if not sync:
+            return metrics
+        keys = [k for k, v in metrics.items() if isinstance(v, Tensor)]
+        values = torch.stack([metrics[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
+        return {**metrics, **dict(zip(keys, values))}
 
-    def _update_flow(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        cfg, obs = self.config, batch["obs"]
+    def _next_value(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """min_i Qtarg_i(s', a'), a' a Boltzmann pick at s'; None when no transition bootstraps."""
+        if self.exact_q is not None:
+            return None
+        # The one host read of the update (control flow, not validation): a batch that is all terminal
+        # (e.g. a one-step bandit) needs no ODE solve at s'.
+        if not bool(batch["mask"].any()):
+            return None
+        a_next = torch.tanh(self.choose(batch["next_obs"], "boltzmann"))
+        return self.critic_target.q_min(batch["next_obs"], a_next)
+
+    def _update_flow(self, batch: dict[str, Tensor]) -> dict[str, float | Tensor]:
+        cfg, obs, gen = self.config, batch["obs"], self.generator
         with torch.no_grad():
-            u1 = self.choose(obs, "boltzmann")  # on-policy endpoints, picked with the pre-update critic
-            if bool(batch["mask"].any()):
-                a_next = torch.tanh(self.choose(batch["next_obs"], "boltzmann"))
-                next_value = self.critic_target.q_min(batch["next_obs"], a_next)
-            else:  # every transition terminal (e.g. a one-step bandit): no bootstrap, skip the ODE solve
-                next_value = torch.zeros_like(batch["reward"])
+            # The M particles are drawn once: they feed the Boltzmann choice of u1 and the proposal.
+            n = cfg.particles if (cfg.endpoints == "boltzmann" or cfg.proposal == "policy") else 1
+            particles = self._latents(obs, n, gen)  # (B, n, d), picked with the pre-update critic
+            u1 = self._pick(obs, particles, "boltzmann", gen) if cfg.endpoints == "boltzmann" else particles[:, 0]
+            next_value = self._next_value(batch)
         critic_loss = self._critic_update(batch, next_value)
-        critic = self.critic
 
-        def q(a: Tensor) -> Tensor:  # draws (B, K, d) -> (B, K): the state-conditioned critic
-            return critic.q_min(obs[:, None, :].expand(-1, a.shape[1], -1), a)
+        def q(a: Tensor) -> Tensor:  # draws (B, K, d) -> (B, K): the state-conditioned (updated) critic
+            return self.q_value(obs[:, None, :].expand(-1, a.shape[1], -1), a)
 
-        target = Boltzmann(q, self.temperature, squash=True)
-        actor_loss, info = self.actor.loss(obs, u1, target, temperature=self.temperature, K=cfg.K,
-                                           cv=CV_OF_ALGO[cfg.algo], generator=self.generator)
+        target = Boltzmann(q, self.temperature, squash=True, check=False)
+        path = self.actor.path
+        if cfg.algo == "qsm":
+            def exact_mu1(u_t: Tensor, t: Tensor) -> Tensor:
+                return qsm_mean(target, u_t, t, path=path, check=False)
+
+            prior = None
+        else:
+            exact_mu1, prior = None, (particles if cfg.proposal == "policy" else None)
+        actor_loss, info = _policy_loss(self.actor, obs, u1, target, temperature=self.temperature, K=cfg.K, cv=cfg.cv,
+                                        generator=gen, exact_mu1=exact_mu1, prior_samples=prior)
         self._step(self.actor_optim, actor_loss, self.actor.parameters())
         self._polyak()
-        return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "ess": info["ess"], "c": info["c"],
+        nan = torch.full((), math.nan, device=self.device)
+        return {"critic_loss": critic_loss, "actor_loss": actor_loss.detach(),
+                "ess": nan if info.get("ess") is None else torch.as_tensor(info["ess"], device=self.device),
+                "c": nan if info.get("c") is None else torch.as_tensor(info["c"], device=self.device),
                 "temperature": self.temperature}
 
-    def _update_sac(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        obs, alpha = batch["obs"], float(self.log_alpha.detach().exp())
-        with torch.no_grad():
-            u_next, logp_next = self.actor.rsample(batch["next_obs"], self.generator)
-            next_value = self.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)) - alpha * logp_next
+    def _update_sac(self, batch: dict[str, Tensor]) -> dict[str, float | Tensor]:
+        obs, alpha = batch["obs"], self.log_alpha.detach().exp()
+        next_value = None
+        if self.exact_q is None:
+            with torch.no_grad():
+                u_next, logp_next = self.actor.rsample(batch["next_obs"], self.generator)
+                next_value = self.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)) - alpha * logp_next
         critic_loss = self._critic_update(batch, next_value)
         u, logp = self.actor.rsample(obs, self.generator)
-        actor_loss = (alpha * logp - self.critic.q_min(obs, torch.tanh(u))).mean()
+        actor_loss = (alpha * logp - self.q_value(obs, torch.tanh(u))).mean()
         self._step(self.actor_optim, actor_loss, self.actor.parameters())
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self._step(self.alpha_optim, alpha_loss, [self.log_alpha])
         self._polyak()
-        return {"critic_loss": critic_loss, "actor_loss": float(actor_loss.detach()), "alpha": float(self.log_alpha.detach().exp()),
-                "entropy": float(-logp.detach().mean())}
+        return {"critic_loss": critic_loss, "actor_loss": actor_loss.detach(), "alpha": self.log_alpha.detach().exp(),
+                "entropy": -logp.detach().mean()}
 
     # ---- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -35,6 +35,7 @@ __all__ = [
     "BANDIT_LANDSCAPES",
     "DMC_TASKS",
     "MUJOCO_TASKS",
+    "BanditQ",
     "ContextualBandit",
     "bandit_reward",
     "make_env",
@@ -43,7 +44,7 @@ __all__ = [
 BANDIT_ID = "rfm_teach/ContextualBandit-v0"
 #: The five MuJoCo v5 tasks the book talks about (any other registered Box-action id works too).
 MUJOCO_TASKS: tuple[str, ...] = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5")
-#: The paper's eight DeepMind Control tasks (notes §6.1), as "<domain>-<task>".
+#: The paper's eight DeepMind Control tasks (the task list of run.sh in azizanlab/ReverseFlowMatching), as "<domain>-<task>".
 DMC_TASKS: tuple[str, ...] = (
     "cheetah-run",
     "cartpole-swingup",
@@ -74,6 +75,37 @@ def bandit_reward(landscape: Callable[[Tensor], Tensor], action: Tensor) -> Tens
     Shapes: ``action`` (..., 2) -> (...,).
     """
     return torch.exp(landscape(action))
+
+
+class BanditQ:
+    """The contextual bandit's exact action value, Q(c, a) = r(c, a), for the agent's ``exact_q="bandit"``.
+
+    Every episode of :class:`ContextualBandit` is one step, so the Bellman target is the reward itself
+    and the true Q of any policy is r. With a one-hot context c (the observation)::
+
+        Q(s, a) = sum_c s_c exp(Q_c(a))              (= r(c, a) for s = onehot(c))
+
+    Replacing the learned critics by this function separates the critic's error from the estimator's
+    and the actor's. Differentiable in ``a`` (the gradient-expectation and control-variate estimators
+    need grad_a Q).
+
+    Shapes: ``obs`` (..., n_contexts), ``act`` (..., 2) with the same leading shape -> (...).
+    """
+
+    def __init__(self, landscapes: tuple[Callable[[Tensor], Tensor], ...] = BANDIT_LANDSCAPES) -> None:
+        self.landscapes = tuple(landscapes)
+
+    def __repr__(self) -> str:
+        return f"BanditQ(n_contexts={len(self.landscapes)})"
+
+    def __call__(self, obs: Tensor, act: Tensor) -> Tensor:
+        if obs.shape[-1] != len(self.landscapes) or act.shape[-1] != 2:
+            raise ValueError(
+                f"BanditQ needs obs (..., {len(self.landscapes)}) one-hot contexts and actions (..., 2); "
+                f"got {tuple(obs.shape)} and {tuple(act.shape)}"
+            )
+        rewards = torch.stack([bandit_reward(q, act) for q in self.landscapes], -1)  # (..., n_contexts)
+        return (obs.to(rewards.dtype) * rewards).sum(-1)
 
 
 class ContextualBandit(gym.Env):
@@ -162,7 +194,7 @@ _register_bandit()
 def _silence_mujoco() -> None:
     """Drop MuJoCo's 'settotalmass is deprecated' warning, which it also writes to ./MUJOCO_LOG.TXT.
 
-    Any other MuJoCo warning is passed on as a Python ``RuntimeWarning`` (toolchain notes §1.4).
+    Any other MuJoCo warning is passed on as a Python ``RuntimeWarning``.
     """
     import mujoco
 

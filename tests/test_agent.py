@@ -1,4 +1,5 @@
-"""Agent: config checks, critic and particle choice, one update per algorithm, SAC log-probabilities, state round-trip."""
+"""Agent: config checks, critic and particle choice, one update per algorithm, SAC log-probabilities, state
+round-trip, the exact bandit critic, no global seeding and no host reads for validation in an update."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from rfm_teach.agent import ALGOS, Agent, AgentConfig, GaussianTanhPolicy, TwinCritic
+from rfm_teach.envs import BANDIT_LANDSCAPES, BanditQ, bandit_reward
 
 
 SMALL = {"hidden": 32, "critic_hidden": 32, "emb_dim": 16, "K": 16, "particles": 8, "steps": 4}
@@ -28,7 +30,9 @@ def _batch(obs_dim: int = 3, act_dim: int = 2, B: int = 16, terminal: bool = Fal
     "field, value, match",
     [("algo", "ppo", "algo"), ("temperature", 0.0, "temperature"), ("particles", 0, "particles"),
      ("gamma", 1.0, "gamma"), ("grad_clip", -1.0, "grad_clip"), ("policy", "gauss", "policy"),
-     ("temperature_mode", "auto", "temperature_mode"), ("K", 2.5, "K")],
+     ("temperature_mode", "auto", "temperature_mode"), ("K", 2.5, "K"), ("cv", "tweedie", "cv"),
+     ("cv", float("nan"), "cv"), ("proposal", "mixture", "proposal"), ("endpoints", "argmax", "endpoints"),
+     ("exact_q", "cheetah", "exact_q"), ("algo", "noise", "cv='none'")],
 )
 def test_bad_config_values_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -87,9 +91,12 @@ def test_one_update_per_algorithm(algo):
     agent = Agent(3, 2, AgentConfig(**SMALL, algo=algo), seed=0)
     target_before = copy.deepcopy(agent.critic_target.state_dict())
     metrics = agent.update(_batch())
-    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert all(isinstance(v, float) for v in metrics.values())
+    finite = {k for k, v in metrics.items() if torch.isfinite(torch.tensor(v))}
+    assert finite == set(metrics) - ({"ess", "c"} if algo == "qsm" else set())  # QSM has no importance weights
     assert {"critic_loss", "actor_loss"} <= set(metrics)
     assert ("ess" in metrics) == (algo != "sac") and ("alpha" in metrics) == (algo == "sac")
+    assert set(agent.update(_batch(seed=3), sync=False)) == set(metrics)
     # Polyak: theta_targ <- tau theta + (1 - tau) theta_targ, every step.
     tau = agent.config.tau
     for name, p in agent.critic.state_dict().items():
@@ -127,3 +134,110 @@ def test_state_dict_round_trip_continues_identically(algo):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="config"):
         Agent(3, 2, AgentConfig(**{**SMALL, "K": 17}, algo=algo), seed=0).load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("overrides", [{"cv": "plugin", "proposal": "kernel"}, {"cv": "none"}, {"cv": 0.3},
+                                       {"endpoints": "raw"}, {"endpoints": "raw", "proposal": "kernel"},
+                                       {"policy": "diffusion"}, {"algo": "qsm", "policy": "diffusion"}])
+def test_estimator_settings_run(overrides):
+    agent = Agent(3, 2, AgentConfig(**SMALL, **overrides), seed=0)
+    metrics = agent.update(_batch())
+    assert all(torch.isfinite(torch.tensor(metrics[k])) for k in ("critic_loss", "actor_loss"))
+
+
+def test_agent_leaves_the_global_rng_alone():
+    """Networks are built under a forked RNG: torch's global state is untouched, and a seed fixes the weights."""
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    a = Agent(3, 2, AgentConfig(**SMALL), seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = Agent(3, 2, AgentConfig(**SMALL), seed=5)
+    for pa, pb in zip(a.actor.parameters(), b.actor.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_bandit_q_is_the_reward():
+    q = BanditQ()
+    act = torch.rand(7, 2) * 2 - 1
+    for c, landscape in enumerate(BANDIT_LANDSCAPES):
+        obs = torch.zeros(7, 3)
+        obs[:, c] = 1
+        torch.testing.assert_close(q(obs, act), bandit_reward(landscape, act))
+    with pytest.raises(ValueError, match="one-hot"):
+        q(torch.zeros(7, 4), act)
+
+
+@pytest.mark.parametrize("algo", ["rfm", "sac"])
+def test_exact_critic_replaces_the_learned_one(algo):
+    """With exact_q="bandit" the particle choice and actor read Q = r, and the critics are not trained."""
+    agent = Agent(3, 2, AgentConfig(**SMALL, algo=algo, exact_q="bandit"), seed=0)
+    critic_before = copy.deepcopy(agent.critic.state_dict())
+    batch = _batch(terminal=True)
+    batch["obs"] = torch.eye(3)[torch.arange(16) % 3]
+    metrics = agent.update(batch)
+    assert torch.isnan(torch.tensor(metrics["critic_loss"])) and torch.isfinite(torch.tensor(metrics["actor_loss"]))
+    for name, value in agent.critic.state_dict().items():
+        assert torch.equal(value, critic_before[name]), name
+    obs = torch.eye(3)
+    act = torch.rand(3, 2)
+    torch.testing.assert_close(agent.q_value(obs, act), BanditQ()(obs, act))
+
+
+def test_sac_argmax_is_tanh_of_the_mean():
+    agent = Agent(3, 2, AgentConfig(**SMALL, algo="sac"), seed=0)
+    obs = torch.randn(4, 3)
+    torch.testing.assert_close(agent.act(obs, "argmax"), torch.tanh(agent.actor._dist(obs)[0]))
+
+
+def test_boltzmann_and_raw_endpoints_share_the_particle_draw():
+    """Same seed, same particles: the raw endpoint is particle 0, the Boltzmann one a pick among them."""
+    cfg = AgentConfig(**SMALL)
+    agent = Agent(3, 2, cfg, seed=0)
+    obs = torch.randn(5, 3)
+    particles = agent._latents(obs, cfg.particles, torch.Generator().manual_seed(0))
+    picked = agent._pick(obs, particles, "boltzmann", torch.Generator().manual_seed(1))
+    assert all(any(torch.equal(picked[b], particles[b, m]) for m in range(cfg.particles)) for b in range(5))
+
+
+class _HostReads:
+    """Counts Tensor -> Python conversions (bool, item, tolist, float, int) made from rfm_teach's own code."""
+
+    NAMES = ("__bool__", "item", "tolist", "__float__", "__int__")
+
+    def __init__(self, monkeypatch):
+        import sys
+
+        self.calls: list[str] = []
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _name=name, _original=original, **kwargs):
+                caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
+                if "/rfm_teach/" in caller and "/tests/" not in caller:
+                    self.calls.append(f"{_name} in {caller.rsplit('/', 1)[-1]}:{sys._getframe(1).f_lineno}")
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cv": "plugin", "proposal": "kernel"}, {"algo": "qsm"},
+                                       {"exact_q": "bandit"}, {"algo": "sac"}])
+def test_one_update_reads_the_device_only_for_control_flow(monkeypatch, overrides):
+    """No validation reads in an update: with sync=False the only read is the bootstrap branch (flow family).
+
+    A host read is a sync on a GPU. The estimator, the target and the policy loss are called with
+    check=False, so the update reads one value: whether any transition bootstraps (skipping the ODE
+    solve at s' on a one-step bandit). sync=True adds exactly one transfer of all metrics.
+    """
+    agent = Agent(3, 2, AgentConfig(**SMALL, **overrides), seed=0)
+    batch = _batch()
+    batch["obs"] = torch.eye(3)[torch.arange(16) % 3]
+    agent.update(batch)  # warm-up outside the count (optimiser state is created lazily)
+    reads = _HostReads(monkeypatch)
+    agent.update(batch, sync=False)
+    expected = 0 if overrides.get("algo") == "sac" or "exact_q" in overrides else 1
+    assert len(reads.calls) == expected, reads.calls
+    assert all("_next_value" in c or "agent.py" in c for c in reads.calls)
+    reads.calls.clear()
+    agent.update(batch)
+    assert len(reads.calls) == expected + 1, reads.calls
