@@ -6,10 +6,14 @@ lists: ``--toys``, ``--policies``, ``--seeds`` and ``--estimators`` (``auto+poli
 policy proposal, our default; ``plugin``, ``none``, ``gradient`` = the kernel-only estimators, as in the
 paper; ``exact`` = the oracle). ``--set FIELD=V1,V2`` sweeps any other field (the oracle study).
 
-Usage (the committed comparison)::
+Usage (the committed comparisons, one per target; about 4 minutes per fit on a busy CPU thread)::
 
-    python benchmarks/fixed_target.py --toys two_moons ring --seeds 0 1 2 \
-        --estimators auto+policy plugin none gradient exact --run-id compare_flow
+    python benchmarks/fixed_target.py --toys two_moons --seeds 0 1 2 \
+        --estimators auto+policy plugin none gradient exact --run-id compare_flow_two_moons --no-progress
+    python benchmarks/fixed_target.py --toys ring --seeds 0 1 2 \
+        --estimators auto+policy plugin none gradient exact --run-id compare_flow_ring --no-progress
+
+and the oracle studies, e.g. ``--estimators exact --set time_scale=1 --run-id oracle_time_scale``.
 
 Writes ``rfm_teach/results/fixed_target/<run_id>/`` (rewritten after every fit, so a stopped sweep
 keeps what it finished):
