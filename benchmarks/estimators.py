@@ -1,19 +1,25 @@
 """Benchmark the posterior-mean estimators against exact answers, and time one batched estimate.
 
-For each 2D toy target, each t in {0.05, 0.10, ..., 0.95} and each K in {16, 64, 256}: draw x_t from the
-exact marginal p_t, estimate mu1 = E[x1 | x_t] with every estimator FROM THE SAME DRAWS (a paired
-comparison), and report the mean squared error against the exact mu1 (grid quadrature, or the closed
-form for the quadratic toy), the median ESS, and the ratio of "auto" to the best of the other three.
+For each target, each t in {0.05, 0.10, ..., 0.95} and each K in {16, 64, 256}: draw x_t from the exact
+marginal p_t, estimate mu1 = E[x1 | x_t] with every estimator FROM THE SAME DRAWS (a paired comparison),
+and score it with :mod:`rfm_teach.scoring`: MSE against the exact mu1, next to the error of one exact
+posterior draw (E tr Cov(x1 | x_t)) and of the constant guess E_p1[x1].
 
-Then time one batched estimate at B = 256, K = 100, d = 6 with a 2x256 MLP twin critic and report it
-as a ratio to one SAC critic+actor update (the same harness's ``Agent(algo="sac").update``) measured in
-the same run.
+Estimators: the four kernel-only ones (none, gradient, plugin, auto: the paper's proposal), auto with
+each of its four gates switched off in turn (the ablation), and auto with the policy-proposal mixture
+built from M = 32 exact samples of p1 ("particles") or of the same landscape at twice the temperature
+("particles_wrong"). Targets: the 2D toys the gates were tuned on (ring, two moons, quadratic, squashed
+ring) and targets they were not (two moons at temperature 0.3, a d = 6 Gaussian, a d = 6 product of
+two- and three-bump factors, the same squashed).
+
+Then time one batched estimate at B = 256, K = 100, d = 6 with a 2x256 MLP twin critic, as a ratio to one
+SAC critic+actor update and to the dense-matmul time of the same FLOPs, measured in the same run.
 
 Usage::
 
-    python benchmarks/estimators.py                 # full grid (~10 min on 2 CPU cores), writes benchmarks/results/
+    python benchmarks/estimators.py                 # full grid (~15 min on 2 CPU cores), writes benchmarks/results/
     python benchmarks/estimators.py --quick         # a coarse grid for a smoke check (~1 min)
-    python benchmarks/estimators.py --update-readme # also rewrite the generated table in README.md
+    python benchmarks/estimators.py --update-readme # also rewrite the generated block in README.md
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import platform
 import re
 import sys
@@ -36,6 +43,7 @@ import torch
 from rfm_teach import plotting
 from rfm_teach.agent import Agent, AgentConfig, TwinCritic
 from rfm_teach.estimators import (
+    AUTO_GATES,
     auto_coefficient,
     combine,
     draw,
@@ -46,147 +54,240 @@ from rfm_teach.estimators import (
 )
 from rfm_teach.paths import LinearFlow
 from rfm_teach.results import git_state
-from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, make_toy
+from rfm_teach.scoring import score_estimator
+from rfm_teach.targets import (
+    AnisotropicQuadratic,
+    Boltzmann,
+    ProductLandscape,
+    RingOfModes,
+    TwoMoons,
+    exact_answers,
+    make_toy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 ESTIMATORS = ("none", "gradient", "plugin", "auto")
+ABLATION = tuple(f"auto_no_{gate}" for gate in sorted(AUTO_GATES))
+PARTICLES = ("particles", "particles_wrong")
 PATH = LinearFlow()
+M_PARTICLES = 32
 
-# (name, toy, temperature, squash, grid extent, grid points per axis). The squashed ring is the
-# setting of the RL loop (tanh-latent actions, Jacobian in the weights) at a sharper temperature.
+
+def _gauss6():
+    return AnisotropicQuadratic(mean=(0.0,) * 6, scales=(0.3,) * 6)
+
+
+# (name, landscape, temperature, squash, tuned on it?). The squashed ring is the setting of the RL loop
+# (tanh-latent actions, Jacobian in the weights) at a sharper temperature.
 TARGETS = [
-    ("ring", "ring", 1.0, False, 1.5, 301),
-    ("two_moons", "two_moons", 1.0, False, 1.5, 301),
-    ("quadratic", "quadratic", 1.0, False, None, None),
-    ("ring_tanh", "ring", 0.3, True, 3.0, 401),
+    ("ring", lambda: make_toy("ring"), 1.0, False, True),
+    ("two_moons", lambda: make_toy("two_moons"), 1.0, False, True),
+    ("quadratic", lambda: make_toy("quadratic"), 1.0, False, True),
+    ("ring_tanh", lambda: make_toy("ring"), 0.3, True, True),
+    ("two_moons_cold", lambda: make_toy("two_moons"), 0.3, False, False),
+    ("gauss6", _gauss6, 1.0, False, False),
+    ("product6", lambda: ProductLandscape.bimodal(6), 1.0, False, False),
+    ("product6_tanh", lambda: ProductLandscape.bimodal(6), 0.3, True, False),
 ]
 
 
+def _exact(landscape, temperature: float, squash: bool):
+    target = Boltzmann(landscape, temperature, squash=squash)
+    options = {"n": 301} if isinstance(landscape, (RingOfModes, TwoMoons)) else {}  # 2D grid quadrature
+    return target, exact_answers(target, **options)
+
+
 def estimates(draws) -> dict[str, torch.Tensor]:
-    """All four estimators from the same draws (B, d) each."""
-    return {
+    """The kernel-only estimators and the ablation of auto, all from the same draws, (B, d) each."""
+    out = {
         "none": noise_expectation(draws),
         "gradient": gradient_expectation(draws),
         "plugin": combine(draws, plugin_coefficient(draws)),
         "auto": combine(draws, auto_coefficient(draws)),
     }
+    for gate in sorted(AUTO_GATES):
+        out[f"auto_no_{gate}"] = combine(draws, auto_coefficient(draws, gates=AUTO_GATES - {gate}))
+    return out
 
 
-def accuracy(ts, Ks, rows, reps, seed) -> list[dict]:
-    """MSE against exact answers for every (target, t, K); rows x reps estimates per cell."""
+def accuracy(ts, Ks, rows, reps, seed, targets=TARGETS) -> list[dict]:
+    """Scores against exact answers for every (target, t, K); rows x reps estimates per cell."""
     records = []
-    for name, toy_name, temperature, squash, extent, n in TARGETS:
-        toy = make_toy(toy_name)
-        target = Boltzmann(toy, temperature, squash=squash)
-        grid = ExactGrid(target, extent=extent or toy.extent, n=n or 401)
+    for name, make, temperature, squash, tuned in targets:
+        target, exact = _exact(make(), temperature, squash)
+        _, exact_wrong = _exact(make(), 2 * temperature, squash)
         g = torch.Generator().manual_seed(seed)
         for t in ts:
-            x_t = grid.marginal_sample(rows, t, PATH, g)
-            if isinstance(toy, AnisotropicQuadratic):  # closed form: no quadrature error at all
-                exact = toy.posterior(x_t, t, PATH, temperature)[0]
-            else:
-                exact = grid.posterior_mean(x_t, t, PATH)
-            x_rep, exact_rep = x_t.repeat_interleave(reps, 0), exact.repeat_interleave(reps, 0)
             for K in Ks:
-                d = draw(target, x_rep, t, path=PATH, K=K, generator=g)
-                errs = {k: ((v - exact_rep) ** 2).sum(-1).mean().item() for k, v in estimates(d).items()}
-                best_other = min(errs["none"], errs["gradient"], errs["plugin"])
-                records.append({"target": name, "t": round(t, 2), "K": K, **errs,
-                                "ess_median": d.ess.median().item(), "auto_over_best": errs["auto"] / best_other})
-                print(f"{name:10s} t={t:.2f} K={K:3d} ESS={records[-1]['ess_median']:6.1f} "
-                      + " ".join(f"{k}={errs[k]:.3g}" for k in ESTIMATORS)
-                      + f"  auto/best={records[-1]['auto_over_best']:.2f}", flush=True)
+                ess = []
+
+                def run(x, tt, gen):
+                    n = x.shape[0]
+                    kernel_draws = draw(target, x, tt, path=PATH, K=K, generator=gen)
+                    ess.append(float(kernel_draws.ess.median()))
+                    out = estimates(kernel_draws)
+                    for key, source in (("particles", exact), ("particles_wrong", exact_wrong)):
+                        prior = source.sample(n * M_PARTICLES, gen).reshape(n, M_PARTICLES, -1)
+                        out[key] = posterior_mean(target, x, tt, path=PATH, K=K, generator=gen, prior_samples=prior).mean
+                    return out
+
+                scores = score_estimator(run, exact, t, path=PATH, rows=rows, reps=reps, generator=g)
+                mse = {k: v["x1"].mse for k, v in scores.items()}
+                ref = scores["auto"]["x1"]
+                best_other = min(mse["none"], mse["gradient"], mse["plugin"])
+                record = {"target": name, "tuned_on": int(tuned), "t": round(t, 2), "K": K, **mse, "ess_median": ess[0],
+                          "one_draw": ref.posterior_var, "constant": ref.constant_mse,
+                          "auto_bias2": ref.bias2, "particles_bias2": scores["particles"]["x1"].bias2,
+                          "auto_over_best": mse["auto"] / best_other}
+                records.append(record)
+                print(f"{name:14s} t={t:.2f} K={K:3d} one_draw={record['one_draw']:.3g} "
+                      + " ".join(f"{k}={mse[k]:.3g}" for k in (*ESTIMATORS, *PARTICLES))
+                      + f"  auto/best={record['auto_over_best']:.2f}", flush=True)
     return records
 
 
+def _best_of(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def timing(repeats: int) -> dict:
-    """Seconds for one batched estimate (B=256, K=100, d=6, twin 2x256 critic) vs one SAC update."""
-    torch.manual_seed(0)
-    B, K, obs_dim, act_dim = 256, 100, 17, 6
-    critic = TwinCritic(obs_dim, act_dim)
-    obs = torch.randn(B, obs_dim)
+    """One batched estimate (B=256, K=100, d=6, twin 2x256 critic) vs one SAC update and vs dense matmul.
+
+    Cost model: K Q-evaluations per row for every cv, plus K Q-gradients (one backward pass) unless
+    cv = "none". The critic's forward pass costs 2 x (in x 256 + 256 x 256 + 256) x 2 multiply-adds per
+    action (two critics), and a backward pass about twice that. The matmul baseline multiplies two
+    square float32 matrices in the same run and converts the same FLOP count into seconds.
+    """
+    gen = torch.Generator().manual_seed(0)
+    B, K, M, obs_dim, act_dim, hidden = 256, 100, M_PARTICLES, 17, 6, 256
+    critic = TwinCritic(obs_dim, act_dim, hidden)
+    obs = torch.randn(B, obs_dim, generator=gen)
 
     def q(a):
         return critic.q_min(obs[:, None, :].expand(-1, a.shape[1], -1), a)
 
     target = Boltzmann(q, 0.02, squash=True)
-    x_t = torch.randn(B, act_dim)
-    t = torch.rand(B) * 0.98 + 0.01
+    x_t = torch.randn(B, act_dim, generator=gen)
+    t = torch.rand(B, generator=gen) * 0.98 + 0.01
+    prior = torch.randn(B, M, act_dim, generator=gen)
     agent = Agent(obs_dim, act_dim, AgentConfig(algo="sac"))
-    batch = {"obs": obs, "action": torch.rand(B, act_dim) * 2 - 1, "reward": torch.randn(B),
-             "next_obs": torch.randn(B, obs_dim), "mask": torch.ones(B)}
-
-    def best_of(fn):
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    out = {"sac_update_s": best_of(lambda: agent.update(batch))}
-    for cv in ("none", "auto"):
-        out[f"estimate_{cv}_s"] = best_of(lambda cv=cv: posterior_mean(target, x_t, t, K=K, cv=cv))
-    out["ratio_auto_to_sac"] = out["estimate_auto_s"] / out["sac_update_s"]
-    out["ratio_none_to_sac"] = out["estimate_none_s"] / out["sac_update_s"]
+    batch = {"obs": obs, "action": torch.rand(B, act_dim, generator=gen) * 2 - 1, "reward": torch.randn(B, generator=gen),
+             "next_obs": torch.randn(B, obs_dim, generator=gen), "mask": torch.ones(B)}
+    n = 1024
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    matmul_s = _best_of(lambda: a @ b, repeats)
+    flops_per_s = 2 * n**3 / matmul_s
+    forward = 2 * 2 * ((obs_dim + act_dim) * hidden + hidden * hidden + hidden)  # FLOPs per action, two critics
+    out = {"sac_update_s": _best_of(lambda: agent.update(batch), repeats), "matmul_gflops": flops_per_s / 1e9,
+           "q_evaluations_per_estimate": B * K, "q_gradients_per_estimate": B * K}
+    for name, kwargs, grad in (("none", {"cv": "none"}, False), ("auto", {"cv": "auto"}, True),
+                               ("particles", {"cv": "auto", "prior_samples": prior}, True)):
+        seconds = _best_of(lambda kw=kwargs: posterior_mean(target, x_t, t, K=K, **kw), repeats)
+        flops = B * K * forward * (3 if grad else 1)
+        out[f"estimate_{name}_s"] = seconds
+        out[f"ratio_{name}_to_sac"] = seconds / out["sac_update_s"]
+        out[f"ratio_{name}_to_matmul"] = seconds / (flops / flops_per_s)
     out["torch_threads"] = torch.get_num_threads()
     return out
 
 
+COLUMNS = (*ESTIMATORS, *PARTICLES)
+
+
 def markdown_tables(records: list[dict], ts) -> str:
     lines = []
-    for name, *_ in TARGETS:
-        lines += [f"### {name}", "", "MSE of mu1 against the exact answer; ESS median; ratio auto / best of the others.", ""]
+    for name, *_, tuned in TARGETS:
+        if not any(r["target"] == name for r in records):
+            continue
+        lines += [f"### {name}" + ("" if tuned else " (not used to tune auto)"), "",
+                  "MSE of mu1 divided by the error of one exact posterior draw, E tr Cov(x1 | x_t) (below 1 is better "
+                  "than one exact draw); the constant guess E_p1[x1] on the same scale; median ESS of the kernel draws.",
+                  ""]
         Ks = sorted({r["K"] for r in records if r["target"] == name})
-        head = "| t | " + " | ".join(f"K={K}: none / grad / plugin / **auto** (ESS) | auto/best" for K in Ks) + " |"
-        lines += [head, "|" + "---|" * (1 + 2 * len(Ks))]
+        head = "| t | constant | " + " | ".join(
+            f"K={K}: none / grad / plugin / **auto** / particles / wrong (ESS)" for K in Ks) + " |"
+        lines += [head, "|" + "---|" * (2 + len(Ks))]
         for t in ts:
             cells = []
-            for K in Ks:
-                r = next(r for r in records if r["target"] == name and r["t"] == round(t, 2) and r["K"] == K)
-                cells.append(f"{r['none']:.2g} / {r['gradient']:.2g} / {r['plugin']:.2g} / **{r['auto']:.2g}** "
-                             f"({r['ess_median']:.1f}) | {r['auto_over_best']:.2f}")
-            lines.append(f"| {t:.2f} | " + " | ".join(cells) + " |")
+            rs = [next(r for r in records if r["target"] == name and r["t"] == round(t, 2) and r["K"] == K) for K in Ks]
+            for r in rs:
+                vals = [f"{r[k] / r['one_draw']:.2g}" for k in COLUMNS]
+                vals[3] = f"**{vals[3]}**"
+                cells.append(" / ".join(vals) + f" ({r['ess_median']:.1f})")
+            lines.append(f"| {t:.2f} | {rs[0]['constant'] / rs[0]['one_draw']:.2g} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
+def _geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def summary(records: list[dict]) -> str:
-    ratios = [r["auto_over_best"] for r in records]
-    worse = [r for r in records if r["auto_over_best"] > 1.1]
+    """The generated summary: every line a statistic of the CSV (tests recompute it)."""
+
+    def cells(rs, limit):
+        return ", ".join(f"{r['target']} t={r['t']:.2f} K={r['K']} ({r['auto_over_best']:.2f}x)" for r in rs[:limit])
+
+    tuned = [r for r in records if r["tuned_on"]]
+    fresh = [r for r in records if not r["tuned_on"]]
+    text = []
+    for label, rs in (("tuned on", tuned), ("not tuned on", fresh)):
+        ratios = sorted(r["auto_over_best"] for r in rs)
+        worse = sorted((r for r in rs if r["auto_over_best"] > 1.25), key=lambda r: -r["auto_over_best"])
+        text.append(f"- kernel-only auto / best-of(none, gradient, plugin), {len(rs)} cells on targets it was {label}: "
+                    f"median {ratios[len(ratios) // 2]:.2f}, max {ratios[-1]:.2f}; {len(worse)} cells above 1.25"
+                    + (f" (worst: {cells(worse, 4)})" if worse else ""))
     plugin_loses = [r for r in records if r["plugin"] > r["none"] and r["t"] <= 0.5]
     small_t = [r for r in records if r["t"] <= 0.5]
-    text = [
-        f"- cells (target x t x K): {len(records)}; auto / best-of(none, gradient, plugin): "
-        f"median {sorted(ratios)[len(ratios) // 2]:.2f}, max {max(ratios):.2f}",
-        f"- cells where auto is more than 10% worse than the best of the others: {len(worse)}"
-        + (": " + ", ".join(f"{r['target']} t={r['t']:.2f} K={r['K']} ({r['auto_over_best']:.2f}x)" for r in worse)
-           if worse else ""),
-        f"- cells with t <= 0.5 where the paper's plug-in c loses to plain c = 0: {len(plugin_loses)} of {len(small_t)}",
-    ]
+    text.append(f"- cells with t <= 0.5 where the paper's plug-in c loses to plain c = 0: {len(plugin_loses)} of {len(small_t)}")
+    abl = ", ".join(f"{k.removeprefix('auto_no_')} {_geomean(r[k] / r['auto'] for r in records):.2f} / "
+                    f"{max(r[k] / r['auto'] for r in records):.2f}" for k in ABLATION)
+    text.append(f"- ablation, auto with one gate off / auto (geometric mean / max over all cells): {abl}")
+    k64 = [r for r in records if r["K"] == 64]
+    for key, label in (("particles", f"{M_PARTICLES} exact samples of p1"),
+                       ("particles_wrong", f"{M_PARTICLES} samples at twice the temperature")):
+        over = max(k64, key=lambda r: r[key] / r["one_draw"])
+        late = [r for r in k64 if r["t"] >= 0.7]
+        vs_auto = max(late, key=lambda r: r[key] / r["auto"])
+        text.append(f"- auto with the policy-sample proposal ({label}), K=64: MSE / one exact draw at most "
+                    f"{over[key] / over['one_draw']:.2f} ({over['target']} t={over['t']:.2f}; kernel-only auto there: "
+                    f"{over['auto'] / over['one_draw']:.3g}); at t >= 0.7 at most {vs_auto[key] / vs_auto['auto']:.2f}x "
+                    f"kernel-only auto ({vs_auto['target']} t={vs_auto['t']:.2f})")
     return "\n".join(text)
 
 
 def figure(records: list[dict], path: Path) -> None:
+    """MSE / one exact draw vs t at K = 64, one panel per target, with the constant guess dashed."""
     plotting.set_style()
-    names = [t[0] for t in TARGETS]
-    Ks = sorted({r["K"] for r in records})
-    fig, axes = plt.subplots(len(Ks), len(names), figsize=(3.2 * len(names), 2.6 * len(Ks)), sharex=True,
-                             squeeze=False)
-    for i, K in enumerate(Ks):
-        for j, name in enumerate(names):
-            ax = axes[i][j]
-            rs = sorted((r for r in records if r["target"] == name and r["K"] == K), key=lambda r: r["t"])
-            for est in ESTIMATORS:
-                ax.semilogy([r["t"] for r in rs], [r[est] for r in rs], **plotting.style_of(est))
-            ax.text(0.03, 0.05, f"{name}, K={K}", transform=ax.transAxes, fontsize=9)
-            if i == len(Ks) - 1:
-                ax.set_xlabel("t (flow time)")
-            if j == 0:
-                ax.set_ylabel("MSE of μ₁")
-    axes[0][0].legend(fontsize=7, loc="upper right")
+    names = [t[0] for t in TARGETS if any(r["target"] == t[0] for r in records)]
+    cols = 4
+    rows_ = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.4 * cols, 3.0 * rows_), sharex=True, squeeze=False)
+    K = 64 if any(r["K"] == 64 for r in records) else max(r["K"] for r in records)
+    for ax, name in zip(axes.flat, names):
+        rs = sorted((r for r in records if r["target"] == name and r["K"] == K), key=lambda r: r["t"])
+        ts = [r["t"] for r in rs]
+        for est in ("none", "plugin", "auto"):
+            ax.semilogy(ts, [r[est] / r["one_draw"] for r in rs], **plotting.style_of(est))
+        ax.semilogy(ts, [r["particles"] / r["one_draw"] for r in rs], color="black", lw=2, label="auto + particles")
+        ax.semilogy(ts, [r["constant"] / r["one_draw"] for r in rs], color="grey", ls="--", lw=1.5, label="constant guess")
+        ax.axhline(1.0, color="grey", lw=1, ls=":")
+        ax.text(0.03, 0.05, name, transform=ax.transAxes, fontsize=10)
+        ax.set_xlabel("t (flow time)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"MSE / one exact draw (K={K})")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    axes[0][0].legend(fontsize=9, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -207,8 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", type=int, default=20, help="x_t points per cell")
     parser.add_argument("--reps", type=int, default=20, help="estimates per x_t")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small networks run fastest on 1)")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)  # exact comparisons in float64 (DESIGN.md)
     ts = [0.1, 0.5, 0.9] if args.quick else [round(0.05 * i, 2) for i in range(1, 20)]
     Ks = [16, 64] if args.quick else [16, 64, 256]
@@ -224,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         writer.writerows(records)
     figure(records, OUT / f"{stem}.png")
-    command = "python benchmarks/estimators.py" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    command = "python benchmarks/estimators.py" + (" --quick" if args.quick else "") + f" --seed {args.seed} --threads {args.threads}"
     git = git_state(exclude=OUT)  # the files this run just wrote do not make the tree dirty
     commit, dirty = (git["commit"] or "unknown")[:7], bool(git["dirty"])
     block = "\n".join([
@@ -233,9 +336,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.rows} x_t per cell from the exact marginal, {args.reps} estimates each, all estimators on the same draws.",
         "",
         summary(records),
-        f"- one batched estimate (B=256, K=100, d=6, twin 2x256 critic): auto {times['estimate_auto_s'] * 1e3:.1f} ms, "
-        f"none {times['estimate_none_s'] * 1e3:.1f} ms; one SAC critic+actor update {times['sac_update_s'] * 1e3:.1f} ms; "
-        f"ratio auto / SAC update = {times['ratio_auto_to_sac']:.1f}x (none / SAC = {times['ratio_none_to_sac']:.1f}x)",
+        f"- one batched estimate (B=256, K=100, d=6, twin 2x256 critic; {times['q_evaluations_per_estimate']} "
+        f"Q-evaluations and as many Q-gradients, none: no gradients): auto {times['estimate_auto_s'] * 1e3:.1f} ms, "
+        f"auto + particles {times['estimate_particles_s'] * 1e3:.1f} ms, none {times['estimate_none_s'] * 1e3:.1f} ms; "
+        f"one SAC critic+actor update {times['sac_update_s'] * 1e3:.1f} ms; ratio to the SAC update: auto "
+        f"{times['ratio_auto_to_sac']:.1f}x, auto + particles {times['ratio_particles_to_sac']:.1f}x, none "
+        f"{times['ratio_none_to_sac']:.1f}x; ratio to dense matmul of the same FLOPs "
+        f"({times['matmul_gflops']:.0f} GFLOP/s): auto {times['ratio_auto_to_matmul']:.1f}x, auto + particles "
+        f"{times['ratio_particles_to_matmul']:.1f}x, none {times['ratio_none_to_matmul']:.1f}x",
         "",
         f"Full table: `benchmarks/results/{stem}.md`; figure: `benchmarks/results/{stem}.png`.",
     ])

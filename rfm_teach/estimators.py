@@ -50,6 +50,7 @@ __all__ = [
     "ImportanceDraws",
     "PosteriorEstimate",
     "CV_MODES",
+    "AUTO_GATES",
     "draw",
     "noise_expectation",
     "gradient_expectation",
@@ -64,6 +65,8 @@ __all__ = [
 
 CV = str | float
 CV_MODES: tuple[str, ...] = ("none", "gradient", "plugin", "auto")
+#: The tests of :func:`auto_coefficient` that can keep the plug-in c (all on by default).
+AUTO_GATES: frozenset[str] = frozenset({"uniform", "weighted", "few", "split"})
 
 
 @dataclass
@@ -340,6 +343,7 @@ def auto_coefficient(
     clip: float = 2.0,
     *,
     min_ess: float = 5.0,
+    gates: frozenset[str] = AUTO_GATES,
 ) -> Tensor:
     """Our robust coefficient (the default): the plug-in c, kept only where the draws support it. (B, d).
 
@@ -368,6 +372,10 @@ def auto_coefficient(
        dimension), the score is locally linear where the weight is, and c is kept whatever the spread
        tests say. This rescues tail points at large t where ESS is only 1-3 but the plug-in is right.
 
+    ``gates`` switches the four tests (``"uniform"`` R_u, ``"weighted"`` R_w with ESS >= min_ess, ``"few"``
+    R_w with ESS >= 2.5, ``"split"``) on and off, for the ablation in ``benchmarks/estimators.py`` that
+    shows what each one earns.
+
     The thresholds were chosen by measuring against exact answers on the 2D toys
     (``benchmarks/estimators.py``, whose table is in the README), not derived; they are the honest
     weak point of this design. Derived and measured in notebooks/05_stein_control_variates.ipynb.
@@ -379,13 +387,16 @@ def auto_coefficient(
 
     c = projected_plugin(draws)
     uniform = torch.full_like(draws.w, 1.0 / draws.w.shape[1])
-    keep_u = _ramp(_spread_ratio(draws, c, uniform), 0.5, 1.0)
     r_w = _spread_ratio(draws, c, draws.w)
-    keep_w = _ramp(r_w, 1.2, 1.5) * (draws.ess >= min_ess).to(c.dtype)
-    keep_few = _ramp(r_w, 0.1, 0.3) * (draws.ess >= 2.5).to(c.dtype)
-    keep = torch.maximum(keep_u, torch.maximum(keep_w, keep_few))
+    keep = torch.zeros_like(r_w)
+    if "uniform" in gates:
+        keep = torch.maximum(keep, _ramp(_spread_ratio(draws, c, uniform), 0.5, 1.0))
+    if "weighted" in gates:
+        keep = torch.maximum(keep, _ramp(r_w, 1.2, 1.5) * (draws.ess >= min_ess).to(c.dtype))
+    if "few" in gates:
+        keep = torch.maximum(keep, _ramp(r_w, 0.1, 0.3) * (draws.ess >= 2.5).to(c.dtype))
     K = draws.x1.shape[1]
-    if K >= 4:
+    if K >= 4 and "split" in gates:
         idx = torch.arange(K, device=c.device)
         c_even, c_odd = projected_plugin(_subset(draws, idx[0::2])), projected_plugin(_subset(draws, idx[1::2]))
         gap = ((c_even - c_odd).abs() / (0.5 * (c_even + c_odd)).clamp_min(torch.finfo(c.dtype).tiny)).amax(-1)
