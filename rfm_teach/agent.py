@@ -252,33 +252,6 @@ class GaussianTanhPolicy(nn.Module):
         return mean[:, None] + log_std.exp()[:, None] * eps
 
 
-def _policy_loss(policy, obs, u1, target, *, temperature, K, cv, generator, exact_mu1, prior_samples):
-    """policy.loss with check=False; TEMPORARY bridge while policies.loss does not yet take prior_samples/check."""
-    import inspect
-
-    if "prior_samples" in inspect.signature(policy.loss).parameters:
-        return policy.loss(obs, u1, target, temperature=temperature, K=K, cv=cv, generator=generator,
-                           exact_mu1=exact_mu1, prior_samples=prior_samples, check=False)
-    import torch.nn.functional as F
-
-    from .estimators import posterior_mean
-
-    dtype, device = u1.dtype, u1.device
-    batch = u1.shape[0]
-    t = policy.t_min + (1 - 2 * policy.t_min) * torch.rand(batch, dtype=dtype, device=device, generator=generator)
-    u0 = torch.randn(batch, policy.act_dim, dtype=dtype, device=device, generator=generator)
-    u_t = policy.path.interpolate(u1, u0, t[:, None])
-    if exact_mu1 is None:
-        est = posterior_mean(target, u_t, t, path=policy.path, K=K, cv=cv, generator=generator,
-                             prior_samples=prior_samples, check=False)
-        mu1, info = est.mean, {"ess": est.ess.mean(), "c": est.c.abs().mean()}
-    else:
-        mu1, info = exact_mu1(u_t, t).to(dtype), {"ess": None, "c": None}
-    y = policy.path.convert(mu1, u_t, t[:, None], src="x1", dst=policy.prediction).detach()
-    temp = torch.full((batch,), float(temperature), dtype=dtype, device=device)
-    return F.mse_loss(policy.net(obs, u_t, t, temp), y), info
-
-
 def _make_exact_q(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     if name == "bandit":
         from .envs import BanditQ  # beside the spine: imported only when asked for
@@ -471,8 +444,8 @@ class Agent:
             prior = None
         else:
             exact_mu1, prior = None, (particles if cfg.proposal == "policy" else None)
-        actor_loss, info = _policy_loss(self.actor, obs, u1, target, temperature=self.temperature, K=cfg.K, cv=cfg.cv,
-                                        generator=gen, exact_mu1=exact_mu1, prior_samples=prior)
+        actor_loss, info = self.actor.loss(obs, u1, target, temperature=self.temperature, K=cfg.K, cv=cfg.cv,
+                                           generator=gen, exact_mu1=exact_mu1, prior_samples=prior, check=False)
         self._step(self.actor_optim, actor_loss, self.actor.parameters())
         self._polyak()
         nan = torch.full((), math.nan, device=self.device)
