@@ -14,7 +14,10 @@ it exactly. One failed run is reported with its error and does not stop the othe
 extra (``pip install "rfm_teach[ray]"``) and is imported only here.
 
 Each run is one Ray task with ``cpus_per_run`` CPUs and as many torch threads (default 1: small
-networks on a CPU are fastest one thread per run, many runs side by side).
+networks on a CPU are fastest one thread per run, many runs side by side). On a cluster of several
+machines every node needs the same environment (this package installed) and ``OUT`` must be a path on
+a filesystem all nodes share: each run is written by the node that runs it. ``--device cuda`` with
+``cpus_per_run`` alone does not reserve a GPU; add ``--gpus-per-run`` for that.
 
 Derived in notebooks/08_scaling_up.ipynb.
 """
@@ -202,12 +205,17 @@ def _start_ray(ray, address: str | None, num_cpus: int, attempts: int = 3) -> No
             return
         except Exception as err:  # noqa: BLE001  (ray raises a bare Exception on this timeout)
             ray.shutdown()
-            if "timed out during startup" not in str(err) or attempt == attempts - 1:
+            if "timed out during startup" not in str(err):
                 raise
+            if attempt == attempts - 1:
+                raise RuntimeError(
+                    f"could not start a local Ray in {attempts} attempts: its node did not register within "
+                    "Ray's fixed 30 s (an overloaded machine?). Start one yourself, `ray start --head "
+                    "--num-cpus N`, and pass --address auto") from err
 
 
 def run_sweep(runs: list[Run], out: str | os.PathLike, *, address: str | None = None, num_cpus: int | None = None,
-              cpus_per_run: int = 1, command: str = "python: rfm_teach.sweep.run_sweep(runs, out)",
+              cpus_per_run: int = 1, num_gpus_per_run: float = 0, command: str = "python: rfm_teach.sweep.run_sweep(runs, out)",
               progress: bool = True) -> dict:
     """Run every unfinished run of ``runs`` as a Ray task; return {"done": [...], "finished": [...],
     "failed": {name: error}, "conflict": [...]}.
@@ -219,6 +227,7 @@ def run_sweep(runs: list[Run], out: str | os.PathLike, *, address: str | None = 
             ``num_cpus`` CPUs (default: all of this machine's) and stops it at the end. A Ray already
             initialised in this process is used as it is.
         cpus_per_run: CPUs (and torch threads) per run.
+        num_gpus_per_run: GPUs Ray reserves per run (e.g. 0.25 puts four runs on one GPU); 0 for CPU runs.
         command: recorded in each run's manifest.
         progress: one progress line (tqdm) for the whole sweep.
 
@@ -226,6 +235,8 @@ def run_sweep(runs: list[Run], out: str | os.PathLike, *, address: str | None = 
     """
     if isinstance(cpus_per_run, bool) or not isinstance(cpus_per_run, int) or cpus_per_run < 1:
         raise ValueError(f"cpus_per_run must be an int >= 1; got {cpus_per_run!r}")
+    if not (isinstance(num_gpus_per_run, (int, float)) and num_gpus_per_run >= 0):
+        raise ValueError(f"num_gpus_per_run must be a number >= 0; got {num_gpus_per_run!r}")
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
         raise ValueError(f"num_cpus must be an int >= 1 or None; got {num_cpus!r}")
     out = Path(out)
@@ -246,7 +257,7 @@ def run_sweep(runs: list[Run], out: str | os.PathLike, *, address: str | None = 
     if started:
         _start_ray(ray, address, max(num_cpus or os.cpu_count() or 1, cpus_per_run))
     try:
-        task = ray.remote(num_cpus=cpus_per_run, max_retries=0)(_run_one)
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=num_gpus_per_run, max_retries=0)(_run_one)
         pending = {
             task.remote(run.config.to_dict(), str(out / run.name), status[run.name] == "resume", cpus_per_run,
                         command): run.name
@@ -300,6 +311,8 @@ class SweepArgs:
     """CPUs of the local Ray (default: all of this machine's)."""
     cpus_per_run: int = 1
     """CPUs reserved per run, and its torch threads."""
+    gpus_per_run: float = 0.0
+    """GPUs reserved per run (e.g. 0.25: four runs share one GPU); use with --device cuda."""
     dry_run: bool = False
     """list the runs and their status (done / resume / new) and start nothing."""
     progress: bool = True
@@ -360,8 +373,14 @@ def sweep_main(argv: list[str]) -> int:
         return 0
     check_out_dir(out, "--out")
     command = "rfm-teach sweep " + " ".join(argv)
-    report = run_sweep(runs, out, address=args.address, num_cpus=args.num_cpus, cpus_per_run=args.cpus_per_run,
-                       command=command, progress=args.progress)
+    if args.gpus_per_run < 0:
+        raise UsageError(f"--gpus-per-run must be >= 0; got {args.gpus_per_run}")
+    try:
+        report = run_sweep(runs, out, address=args.address, num_cpus=args.num_cpus, cpus_per_run=args.cpus_per_run,
+                           num_gpus_per_run=args.gpus_per_run, command=command, progress=args.progress)
+    except RuntimeError as err:
+        print(f"rfm-teach sweep: error: {err}", file=sys.stderr)
+        return 1
     (out / "sweep.json").write_text(json.dumps({"command": command, "runs": [r.name for r in runs], **report},
                                                indent=2) + "\n")
     todo = len(runs) - len(report["done"]) - len(report["conflict"])
