@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -89,3 +90,29 @@ def test_a_failed_run_is_reported_and_the_others_finish(tmp_path):
     assert report["finished"] == [runs[0].name] and list(report["failed"]) == [runs[1].name]
     assert "FileExistsError" in report["failed"][runs[1].name] or "NotADirectoryError" in report["failed"][runs[1].name]
     validate_manifest(out / runs[0].name)
+
+
+def test_dry_run_lists_the_runs_and_bad_grids_exit_2(tmp_path, capsys):
+    argv = ["sweep", "--env", BANDIT_ID, "--algo", "rfm", "sac", "--seeds", "0", "1", *SMALL, "--out", str(tmp_path),
+            "--grid", "agent.cv=plugin,auto"]
+    assert main([*argv, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and all(line.startswith("new") for line in lines)
+    assert any("ContextualBandit-v0_rfm_cv=plugin_seed1" in line for line in lines)
+    for bad, message in ((["--grid", "agent.K=0"], "--agent.K must be an int >= 1"),
+                         (["--grid", "K=3"], "unknown field 'K'"), (["--env", "NoSuchEnv-v0"], "unknown env id")):
+        with pytest.raises(SystemExit) as info:
+            main(["sweep", *SMALL, *bad, "--out", str(tmp_path / "x"), "--dry-run"])
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_plot_groups_the_seeds_of_a_sweep(tmp_path):
+    from rfm_teach.cli import load_curves
+
+    (run,) = grid(make_config("tiny", **BASE))
+    for seed in (0, 1):
+        train(replace(run.config, seed=seed), tmp_path / f"{run.name[:-len('_seed0')]}_seed{seed}", progress=False)
+    steps, values = load_curves(tmp_path / run.name[: -len("_seed0")])
+    assert steps.tolist() == [30, 60] and values.shape == (2, 2)
+    assert main(["plot", str(tmp_path / run.name[: -len("_seed0")]), "-o", str(tmp_path / "f.svg")]) == 0
