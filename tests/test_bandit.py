@@ -1,0 +1,66 @@
+"""The online agent on the contextual bandit, judged on its raw policy against the exact pi* (not best-of-N).
+
+Best-of-N return is no test of the actor: best-of-16 *uniform* samples scored by the exact reward already
+beat E_pi*[r]. These tests score one raw policy sample per action, and how often it sits at the box
+walls, against a uniform policy and against pi* ∝ exp(r / temperature), both computed exactly on a grid.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfm_teach.agent import Agent
+from rfm_teach.envs import BANDIT_ID, ContextualBandit, bandit_reward
+from rfm_teach.train import make_config, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bandit import evaluate_agent  # noqa: E402
+
+TEMPERATURE = 0.2
+
+
+def _uniform() -> tuple[float, float]:
+    """Exact E[r] and wall fraction (|a_j| > 0.95) of the uniform policy on [-1, 1]^2, averaged over contexts."""
+    env = ContextualBandit()
+    grid = env.exact_grid(0, TEMPERATURE)
+    ret = sum(float(bandit_reward(q, grid.points).mean()) for q in env.landscapes) / len(env.landscapes)
+    return ret, 0.05
+
+
+def _train_and_score(tmp_path, steps: int, agent: dict) -> dict:
+    config = make_config("tiny", env_id=BANDIT_ID, total_steps=steps, eval_every=steps, checkpoint_every=None,
+                         device="cpu", agent={"temperature": TEMPERATURE, **agent})
+    result = train(config, tmp_path / "run", progress=False)
+    trained = Agent(3, 2, config.agent, seed=config.seed)
+    trained.load_state_dict(torch.load(result["checkpoint"], weights_only=False)["agent"])
+    rows = evaluate_agent(trained, TEMPERATURE, 1000, seed=0)
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+def test_uniform_reference_is_exact():
+    ret, wall = _uniform()
+    assert 0.2 < ret < 0.3  # far below E_pi*[r] (about 0.75 at temperature 0.2)
+    assert ContextualBandit().optimal_soft_return(TEMPERATURE) > 2.5 * ret
+    assert wall == pytest.approx(1 - 0.95, abs=1e-12)
+
+
+def test_short_rfm_run_raw_policy_beats_uniform_off_the_walls(tmp_path):
+    """1200 steps of the tiny preset (under a minute on one CPU thread): the raw policy already beats
+    a uniform policy by a clear margin and puts no more of its coordinates at the walls than pi* allows (2x)."""
+    score = _train_and_score(tmp_path, 1200, {})
+    uniform_return, _ = _uniform()
+    assert score["raw_return"] > uniform_return + 0.1, score
+    assert score["wall"] <= 2 * score["wall_pi"], score
+
+
+@pytest.mark.slow
+def test_rfm_raw_policy_reaches_the_bar(tmp_path):
+    """The bar of the bandit command (tiny preset, 3000 steps, temperature 0.2): raw return >= 90 % of
+    E_pi*[r] and wall fraction <= 2x pi*'s."""
+    score = _train_and_score(tmp_path, 3000, {})
+    assert score["wall"] <= 2 * score["wall_pi"], score
+    assert score["raw_return"] >= 0.9 * score["return_pi"], score
