@@ -471,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             return _plot(rest)
         raise UsageError(f"unknown command {command!r}; expected train, sweep or plot (see rfm-teach --help)")
     except ValueError as err:  # UsageError and the library's own checks (unknown env id, ...)
-        sys.stderr.write(f"rfm-teach {command}: error: {str(err).splitlines()[0] if str(err) else err!r}\n")
+        text = str(err).splitlines()[0] if str(err) else repr(err)
+        sys.stderr.write(f"rfm-teach {command}: error: {text}\n")
         raise SystemExit(2) from None
 
