@@ -128,7 +128,8 @@ def plot_temperature(ax_or_fig: Axes | Figure, toy: str = "ring", temperature: f
         axes[1].plot(grid.axis.numpy(), density[row].numpy(), color="black", label=f"temperature = {temperature:g}")
         axes[1].set_xlabel(f"a₁ (action), at a₂ = {a2:.2f}")
         axes[1].set_ylabel("π(a) (density)")
-        axes[1].legend(loc="upper right", fontsize=9)
+        # A framed legend: the narrow peaks of small temperatures run through any corner of the panel.
+        axes[1].legend(loc="upper left", fontsize=9, frameon=True, facecolor="white", framealpha=0.9)
     return TemperatureView(density, entropy, grid.log_normaliser)
 
 
@@ -206,7 +207,7 @@ def plot_estimator(
         0.02, 0.98, f"t = {t:g}, K = {K}\nESS = {ess:.1f}\n|error| = {error:.3g}",
         transform=ax.transAxes, va="top", ha="left", fontsize=9, color="white",
     )
-    ax.legend(loc="lower right", fontsize=8, labelcolor="white")
+    ax.legend(loc="lower right", fontsize=9, frameon=True, facecolor="white", framealpha=0.85)  # readable on any density
     if len(axes) == 2:
         sorted_w = torch.sort(weights, descending=True).values.numpy()
         axes[1].bar(range(1, K + 1), sorted_w, color=style["color"], width=1.0)
