@@ -29,6 +29,7 @@ keeps what it finished):
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import sys
 import time
@@ -39,7 +40,7 @@ import torch
 from rfm_teach.fixed_target import (CURVE_FIELDS, FLOOR_FIELDS, SAMPLE_FIELDS, FitConfig, estimator_fields,
                                     fit_to_target,
                                     manifest_extra, sample_rows, write_csv)
-from rfm_teach.results import RESULTS_DIR, write_manifest
+from rfm_teach.results import RESULTS_DIR, load_manifest, write_manifest
 
 SWEPT = {"toy": "toys", "policy": "policies", "seed": "seeds"}  # fields given as lists
 FINAL_FIELDS = [f for f in CURVE_FIELDS if f not in ("loss", "ess", "c", "lr")]
@@ -51,6 +52,11 @@ def _parse_value(kind, text: str):
     if kind in (float, "float"):
         return float(text)
     return text
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=None, help="default: fixed_target_<steps>steps")
     p.add_argument("--out-root", default=str(RESULTS_DIR / "fixed_target"))
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the fits already stored in the run directory and run only the missing ones")
     return p
 
 
@@ -108,7 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/fixed_target.py " + " ".join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
     rows, finals, floors, samples, done = [], [], {}, [], []
+    commands, previous_wall = [command.strip()], 0.0
     sweep_keys = sorted({item.partition("=")[0] for item in args.set})
+    if args.resume and (run_dir / "manifest.json").is_file():
+        old = load_manifest(run_dir)  # validated: the stored files are the ones the manifest hashed
+        done = [FitConfig(**c) for c in old["extra"]["configs"]]
+        commands = old["extra"].get("commands", [old["command"]]) + commands
+        previous_wall = old["wall_time_s"] or 0.0
+        rows, finals, samples = (_read_csv(run_dir / n) for n in ("curves.csv", "final.csv", "samples.csv"))
+        floors = {(r["toy"], int(r["seed"])): r for r in _read_csv(run_dir / "floor.csv")}
+        configs = [c for c in configs if c not in done]
+        print(f"resuming {run_dir}: {len(done)} fits stored, {len(configs)} to run", file=sys.stderr, flush=True)
     for i, cfg in enumerate(configs):
         res = fit_to_target(cfg, progress=not args.no_progress)
         extra_cols = {k: getattr(cfg, k) for k in sweep_keys}
@@ -126,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(run_dir / "final.csv", FINAL_FIELDS + sweep_keys, finals)
         write_csv(run_dir / "floor.csv", FLOOR_FIELDS[:1] + ["seed"] + FLOOR_FIELDS[1:], list(floors.values()))
         write_csv(run_dir / "samples.csv", SAMPLE_FIELDS + sweep_keys, samples)
-        extra = {**manifest_extra(done), "swept": sweep_keys, "planned_fits": len(configs), "finished_fits": len(done),
-                 "threads": args.threads}
-        write_manifest(run_dir, command=command.strip(), seeds=sorted({c.seed for c in done}),
-                       wall_time_s=time.perf_counter() - start, device="cpu", extra=extra)
+        extra = {**manifest_extra(done), "swept": sweep_keys, "finished_fits": len(done), "threads": args.threads,
+                 "commands": commands}
+        write_manifest(run_dir, command=" && ".join(commands), seeds=sorted({c.seed for c in done}),
+                       wall_time_s=previous_wall + time.perf_counter() - start, device="cpu", extra=extra)
     print(f"wrote {run_dir} ({len(done)} fits) in {time.perf_counter() - start:.0f} s")
     return 0
 
