@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     run_id = f"{args.preset}_steps{args.steps}_T{args.temperature:g}" + ("_quick" if args.quick else "")
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "rfm_teach" / "results" / "bandit" / run_id
     out.mkdir(parents=True, exist_ok=True)
+    from rfm_teach.results import git_state, write_manifest
+
+    git_at_start = git_state(exclude=out)  # the code that runs; the manifest's own "git" is taken at the end
     start = time.perf_counter()
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
@@ -213,11 +216,9 @@ def main(argv: list[str] | None = None) -> None:
               f"E_pi*[r] {s['return_pi_mean']:.3f}; best-of-N {s['best_return_mean']:.3f}; wall "
               f"{s['wall_mean']:.4f} ({s['wall_over_pi']:.1f}x pi*); TV {s['tv_mean']:.3f} (floor "
               f"{s['tv_floor_mean']:.3f}); SW2 {s['sw2_mean']:.3f} (floor {s['sw2_floor_mean']:.3f})")
-    from rfm_teach.results import write_manifest
-
     write_manifest(out, command="python benchmarks/bandit.py " + " ".join(shlex.quote(a) for a in argv),
                    seeds=sorted(set(args.seeds)), wall_time_s=time.perf_counter() - start, device="cpu",
-                   extra={"env_id": "rfm_teach/ContextualBandit-v0", "preset": args.preset, "steps": args.steps,
+                   extra={"git_at_start": git_at_start, "env_id": "rfm_teach/ContextualBandit-v0", "preset": args.preset, "steps": args.steps,
                           "temperature": args.temperature, "samples_per_context": args.samples,
                           "variants": {v: VARIANTS[v] for v in args.variants},
                           "critics": {c: CRITICS[c] for c in args.critics},
