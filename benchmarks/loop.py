@@ -149,6 +149,24 @@ def _baseline(commit: str, argv: list[str]) -> None:
         subprocess.run([sys.executable, str(Path(tmp) / "benchmarks" / "loop.py"), *argv], env=env, check=True, cwd=tmp)
 
 
+def _store(args: argparse.Namespace) -> None:
+    """Rerun this command without --out in a subprocess, keep its output as OUT/loop.txt and write a manifest."""
+    from rfm_teach.results import git_state, write_manifest
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--out")
+    del argv[i:i + 2]
+    at_start, t0 = git_state(exclude=out), time.perf_counter()
+    text = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True).stdout
+    (out / "loop.txt").write_text(text)
+    print(text, end="")
+    write_manifest(out, command="python benchmarks/loop.py " + " ".join(sys.argv[1:]), seeds=[0],
+                   wall_time_s=time.perf_counter() - t0, device=str(resolve_device(args.device)),
+                   extra={"git_at_start": at_start, "env_id": args.env, "preset": args.preset, "steps": args.steps})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HalfCheetah-v5")
@@ -158,9 +176,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--parts", action="store_true", help="also time the parts of one RFM update")
+    parser.add_argument("--out", default=None, help="also store the printed table as OUT/loop.txt with a manifest")
     parser.add_argument("--baseline", default=None, metavar="COMMIT",
                         help="afterwards run this benchmark as it was at COMMIT (same flags, without --parts)")
     args = parser.parse_args()
+    if args.out is not None:
+        _store(args)
+        return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
