@@ -201,13 +201,20 @@ def main(argv: list[str] | None = None) -> None:
 
     git_at_start = git_state(exclude=out)  # the code that runs; the manifest's own "git" is taken at the end
     start = time.perf_counter()
+    rows: list[dict] = []
+    partial = out / "runs.partial.csv"  # rows so far, rewritten as each run ends (removed when the study ends)
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
-            results = pool.map(run_one, jobs, chunksize=1)
+            for result in pool.imap_unordered(run_one, jobs, chunksize=1):
+                rows += result
+                _write_csv(partial, rows)
     else:
-        results = [run_one(job) for job in jobs]
-    rows = [row for rows in results for row in rows]
+        for job in jobs:
+            rows += run_one(job)
+            _write_csv(partial, rows)
+    rows.sort(key=lambda r: (args.variants.index(r["variant"]), args.critics.index(r["critic"]), r["seed"], r["context"]))
     _write_csv(out / "runs.csv", rows)
+    partial.unlink()
     summary = summarise(rows)
     _write_csv(out / "summary.csv", summary)
     for s in summary:
