@@ -17,9 +17,12 @@ The loss is the same for both (the paper's RFM-D loss, Section 4; derived in not
     L(theta) = mean over batch and dimensions of (net_theta(s, u_t, t, lambda) - stopgrad(target(mu1_hat)))^2
 
 The endpoint u1 only decides *where* u_t is drawn (any full-support distribution of u_t has the same
-minimiser, the paper's Prop. 4.1 / Thm. 4.2); what the network learns comes from the target density alone. ``cv`` is the
-single switch between noise-expectation (``"none"``), gradient-expectation (``"gradient"``) and RFM
-(``"plugin"``, ``"auto"``).
+minimiser, the paper's Prop. 4.1 / Thm. 4.2); what the network learns comes from the target density alone,
+and it learns the right velocity only as far as the target is unbiased (regression averages away the
+estimator's variance, not its bias). ``cv`` switches between noise-expectation (``"none"``),
+gradient-expectation (``"gradient"``) and RFM (``"plugin"``, the paper's; ``"auto"``, ours);
+``prior_samples`` (the policy's own particles) switches the proposal from the paper's reverse kernel to
+a defensive mixture with a density fitted to those particles.
 
 Shapes: ``obs`` (B, ds) with ds possibly 0, ``u_t`` (B, d), ``t`` (B,), ``temperature`` a float or (B,).
 The policy works in the latent space u; with ``squash=True`` actions are a = tanh(u) and the target
