@@ -19,7 +19,7 @@ ESTIMATOR_STYLE: dict[str, dict] = {
     "none": {"color": "#E69F00", "linestyle": "-", "label": "noise-expectation (c = 0)"},
     "gradient": {"color": "#56B4E9", "linestyle": "--", "label": "gradient-expectation (c = (β/α)²)"},
     "plugin": {"color": "#CC79A7", "linestyle": "-.", "label": "RFM plug-in c"},
-    "auto": {"color": "#009E73", "linestyle": "-", "label": "RFM auto c (ours)"},
+    "auto": {"color": "#009E73", "linestyle": "-", "label": "auto c (ours)"},
     "sac": {"color": "#7f7f7f", "linestyle": ":", "label": "SAC"},
 }
 CMAP = "viridis"
