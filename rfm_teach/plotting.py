@@ -42,7 +42,13 @@ def set_style() -> None:
             "axes.grid": True,
             "grid.alpha": 0.3,
             "font.size": 11,
-            "legend.frameon": False,
+            "axes.labelsize": 11,
+            "xtick.labelsize": 10,
+            "ytick.labelsize": 10,
+            "legend.fontsize": 10,
+            "legend.frameon": True,
+            "legend.facecolor": "white",
+            "legend.framealpha": 0.85,
             "image.cmap": CMAP,
         }
     )

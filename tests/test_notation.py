@@ -167,10 +167,6 @@ def page_markdown(page: str) -> str:
 #: Chapters whose maths other engineers are bringing into line with the table (issue 9): expected to
 #: fail until then. Remove an entry when its chapter passes (strict=False lets it pass early).
 PENDING = {
-    "notebooks/03_noise_expectation": "notation of 03 not yet aligned with book/notation.md (estimator engineer)",
-    "notebooks/04_gradient_expectation": "notation of 04 not yet aligned with book/notation.md (estimator engineer)",
-    "notebooks/05_stein_control_variates": "notation of 05 not yet aligned with book/notation.md (estimator engineer)",
-    "notebooks/06_fixed_target": "notation of 06 not yet aligned with book/notation.md (fixed-target engineer)",
 }
 
 
