@@ -287,8 +287,9 @@ def figure(records: list[dict], path: Path) -> None:
         ax.set_ylabel(f"MSE / one exact draw (K={K})")
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    axes[0][0].legend(fontsize=9, loc="upper right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         writer.writerows(records)
     figure(records, OUT / f"{stem}.png")
-    command = "python benchmarks/estimators.py" + (" --quick" if args.quick else "") + f" --seed {args.seed} --threads {args.threads}"
+    command = "python benchmarks/estimators.py" + (" --quick" if args.quick else "") + f" --seed {args.seed} --threads {args.threads} --rows {args.rows} --reps {args.reps}"
     git = git_state(exclude=OUT)  # the files this run just wrote do not make the tree dirty
     commit, dirty = (git["commit"] or "unknown")[:7], bool(git["dirty"])
     block = "\n".join([

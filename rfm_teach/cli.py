@@ -27,7 +27,6 @@ Derived in notebooks/08_scaling_up.ipynb.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as _dt
 import json
@@ -43,11 +42,11 @@ import numpy as np
 import tyro
 
 from .agent import AgentConfig
-from .stats import clip_band, clip_interval, iqm_ci, mean_ci95  # mean_ci95: re-exported until notebook 08 imports it from stats
+from .stats import clip_band, clip_interval, iqm_ci, mean_ci95
 from .train import PRESETS, TrainConfig, make_config, train
 
-__all__ = ["TRAIN_ALIASES", "TrainArgs", "PlotArgs", "build_parser", "help_text", "load_curves", "main",
-           "mean_ci95", "plot_runs", "metric_range"]
+__all__ = ["TRAIN_ALIASES", "TrainArgs", "PlotArgs", "help_text", "load_curves", "main",
+           "plot_runs", "metric_range"]
 
 #: Short forms accepted by ``train`` and ``sweep``, rewritten to the generated flags before parsing.
 TRAIN_ALIASES: dict[str, str] = {
@@ -432,25 +431,6 @@ def help_text(command: str = "train") -> str:
         except SystemExit:
             pass
     return buf.getvalue()
-
-
-class _HelpParser(argparse.ArgumentParser):
-    def __init__(self, *args, command: str = "train", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._command = command
-
-    def format_help(self) -> str:
-        return help_text(self._command)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Deprecated: an argparse stand-in whose ``train`` sub-parser prints tyro's help. Kept only until
-    notebooks/08_scaling_up.ipynb calls :func:`help_text` instead; parsing goes through :func:`main`."""
-    parser = argparse.ArgumentParser(prog="rfm-teach")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_HelpParser)
-    for command in ("train", "sweep", "plot"):
-        sub.add_parser(command, command=command)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ def _benchmark_module():
 def _records() -> list[dict]:
     with open(RESULTS / "estimators.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{k: v if k == "target" else int(v) if k == "K" else float(v) for k, v in row.items()} for row in rows]
+    return [{k: v if k == "target" else int(v) if k in ("K", "tuned_on") else float(v) for k, v in row.items()}
+            for row in rows]
 
 
 def test_benchmark_covers_the_grid_the_issue_asks_for():
@@ -27,6 +28,7 @@ def test_benchmark_covers_the_grid_the_issue_asks_for():
     assert ts == [round(0.05 * i, 2) for i in range(1, 20)]
     assert sorted({r["K"] for r in records}) == [16, 64, 256]
     assert len(records) == len({r["target"] for r in records}) * 19 * 3
+    assert {r["target"] for r in records if not r["tuned_on"]}, "no target outside the tuning set"
     for r in records:  # the ratio column is what it says it is
         best = min(r["none"], r["gradient"], r["plugin"])
         assert abs(r["auto_over_best"] - r["auto"] / best) <= 1e-9 * r["auto_over_best"]
