@@ -325,8 +325,8 @@ def _style_key(config: dict | None) -> str | None:
     if not config:
         return None
     agent = config.get("agent", {})
-    if agent.get("algo") == "sac":
-        return "sac"
+    if agent.get("algo") in ("sac", "qsm"):
+        return agent["algo"]
     if agent.get("algo") == "rfm":
         cv = agent.get("cv", "auto")
         return cv if isinstance(cv, str) else None

@@ -20,12 +20,13 @@ ESTIMATOR_STYLE: dict[str, dict] = {
     "gradient": {"color": "#56B4E9", "linestyle": "--", "label": "gradient-expectation (c = (β/α)²)"},
     "plugin": {"color": "#CC79A7", "linestyle": "-.", "label": "RFM plug-in c"},
     "auto": {"color": "#009E73", "linestyle": "-", "label": "auto c (ours)"},
+    "qsm": {"color": "#D55E00", "linestyle": (0, (3, 1, 1, 1)), "label": "QSM (∇Q at the noisy action)"},
     "sac": {"color": "#7f7f7f", "linestyle": ":", "label": "SAC"},
 }
 CMAP = "viridis"
 #: Colours for further runs of an estimator that already has its line in a figure: the rest of the
 #: Okabe–Ito palette, then matplotlib's tab10 (never a colour already used in the figure).
-_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#D55E00", "#F0E442", "#1f77b4", "#ff7f0e", "#2ca02c",
+_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#F0E442", "#1f77b4", "#ff7f0e", "#2ca02c",
                                    "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 _EXTRA_DASHES: tuple = ("-", "--", "-.", ":")
 

@@ -7,7 +7,7 @@
             agent.act(s, behaviour mode)   otherwise                  (Boltzmann particles; SAC: a sample)
         s', r, terminated, truncated = env.step(a);  store (s, a, r, s', mask = 1 - terminated)
         if i >= warmup_steps: utd updates on batches drawn uniformly from the buffer
-        every eval_every steps: evaluate best-of-N ("argmax") and raw-sample returns; write one CSV row
+        every eval_every steps: evaluate best-of-N ("argmax"; SAC: tanh(mean)) and raw-sample returns; one CSV row
         at the first episode end after every checkpoint_every steps: write a checkpoint (atomically)
 
 Exact resume. A checkpoint holds the networks, optimisers, the agent's torch generator, the buffer and
@@ -150,7 +150,9 @@ PRESETS: dict[str, dict] = {
         "eval_every": 500,
         "eval_episodes": 5,
         "checkpoint_every": 1_000,
-        "agent": {"hidden": 64, "critic_hidden": 64, "emb_dim": 32, "K": 32, "particles": 16},
+        # actor_lr 3e-3 (the paper: 3e-4): on the bandit at 3000 steps the raw policy reaches 94 % of
+        # E_pi*[r] with it and 65 % with 3e-4 (seed 0; rfm_teach/results/bandit/explore/).
+        "agent": {"hidden": 64, "critic_hidden": 64, "emb_dim": 32, "K": 32, "particles": 16, "actor_lr": 3e-3},
     },
 }
 
@@ -254,7 +256,8 @@ def evaluate(agent: Agent, envs: list[gym.Env], mode: str, *, seed: int) -> list
 
     Env j is reset with seed 10_000 + j (the same start states at every evaluation, away from the
     training seed); the agent's particles come from a fresh generator seeded with ``seed``.
-    ``mode``: "argmax" (best of N particles by Q, the authors' protocol) or "raw" (one policy sample).
+    ``mode``: "argmax" (best of N particles by Q, the authors' protocol; for SAC the deterministic
+    tanh(mean) action, as published SAC numbers are evaluated) or "raw" (one policy sample).
     """
     gen = torch.Generator(device=agent.device)
     gen.manual_seed(seed)
