@@ -38,7 +38,8 @@ evaluations.
 
 ``algo="sac"`` swaps the actor for a Gaussian-tanh policy with automatic entropy tuning (Haarnoja et al.
 2018; target entropy -d) and the standard entropy-regularised backup. Critics, replay, update schedule
-and evaluation protocol are shared, so differences come from the actor alone. SAC's evaluations:
+and evaluation protocol are shared; the critic targets differ (SAC's backup has an entropy term, the flow
+family's none), so wherever the backup bootstraps, differences come from actor and critic target together. SAC's evaluations:
 "argmax" is the deterministic tanh(mean) action (what published SAC numbers report), "raw" one sample
 tanh(u), u ~ N(mean, std^2).
 

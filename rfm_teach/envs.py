@@ -157,12 +157,12 @@ class ContextualBandit(gym.Env):
         target = Boltzmann(partial(bandit_reward, self.landscapes[context]), temperature)
         return ExactGrid(target, extent=1.0, n=n)
 
-    def optimal_soft_return(self, temperature: float, n: int = 201) -> float:
-        """Expected reward of the optimal soft policy, averaged over the (uniform) contexts.
+    def boltzmann_return(self, temperature: float, n: int = 201) -> float:
+        """J* = E_s E_{a ~ pi*(.|s)} [r(s, a)]: the expected reward of the Boltzmann policy, averaged over contexts.
 
-        "Optimal soft return" here means E_c E_{a ~ pi*(.|c)} [r(c, a)] with pi* ∝ exp(r / temperature)
-        on [-1, 1]^2: the plain reward (no entropy bonus) collected by the exact Boltzmann policy that
-        RFM targets. It is what an evaluation with raw policy samples measures when the policy is
+        pi* ∝ exp(r / temperature) on [-1, 1]^2: the plain reward (no entropy bonus) collected by the
+        exact Boltzmann policy that RFM targets. The soft value temperature * log ∫ exp(r / temperature) da
+        = J* + temperature * H(pi*) is larger. It is what an evaluation with raw policy samples measures when the policy is
         exact; best-of-N evaluation of the same policy scores higher. Computed by quadrature on an
         n x n grid (n = 201 agrees with n = 401 to 1e-4 at temperature >= 0.05).
         """

@@ -34,20 +34,20 @@ def test_bandit_seeding_is_reproducible():
     assert [first.reset()[1]["context"] for _ in range(10)] == [second.reset()[1]["context"] for _ in range(10)]
 
 
-def test_optimal_soft_return_is_the_derivative_of_the_log_normaliser():
+def test_boltzmann_return_is_the_derivative_of_the_log_normaliser():
     """E_pi*[r] = d log Z(beta) / d beta with beta = 1 / temperature: ties the two exact answers together."""
     bandit = ContextualBandit()
     temperature, h = 0.1, 1e-3
     beta = 1.0 / temperature
     log_z = [np.mean([bandit.exact_grid(c, 1.0 / b).log_normaliser for c in range(3)]) for b in (beta + h, beta - h)]
     derivative = (log_z[0] - log_z[1]) / (2 * h)
-    assert bandit.optimal_soft_return(temperature) == pytest.approx(derivative, rel=1e-5)
+    assert bandit.boltzmann_return(temperature) == pytest.approx(derivative, rel=1e-5)
 
 
-def test_optimal_soft_return_interpolates_uniform_and_greedy():
+def test_boltzmann_return_interpolates_uniform_and_greedy():
     bandit = ContextualBandit()
     greedy = bandit.max_return()
-    cold, warm, hot = (bandit.optimal_soft_return(t) for t in (0.02, 0.1, 100.0))
+    cold, warm, hot = (bandit.boltzmann_return(t) for t in (0.02, 0.1, 100.0))
     uniform = float(np.mean([bandit.exact_grid(c, 1.0).log_p.mean() for c in range(3)]))  # log_p = r at temperature 1
     assert greedy >= cold > warm > hot
     assert hot == pytest.approx(uniform, rel=1e-2)
