@@ -24,6 +24,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from book_pages import toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "smoke" / "_build" / "html"  # scripts/build_book.sh, RFM_TEACH_MODE=smoke
@@ -103,27 +104,6 @@ def _toc_path() -> Path:
     return Path(os.environ.get("RFM_TEACH_BOOK_TOC", ROOT / "_toc.yml"))
 
 
-def _toc_pages(toc: Path) -> list[str]:
-    """Every page of a jb-book TOC (root first), as repo-relative paths without extension."""
-    import yaml  # PyYAML comes with jupyter-book
-
-    data = yaml.safe_load(toc.read_text())
-    pages = [data["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                pages.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({key: value for key, value in data.items() if key != "root"})
-    return [re.sub(r"\.(md|ipynb)$", "", page) for page in pages]
-
-
 def _browser(*args: str, budget_ms: int = 10000) -> subprocess.CompletedProcess:
     """Run headless Chromium offline with a fresh profile; time budget lets MathJax and widgets finish."""
     assert CHROMIUM is not None, "RFM_TEACH_REQUIRE_BOOK is set but no Chromium was found"
@@ -188,7 +168,7 @@ class _Page(HTMLParser):
 def built_book() -> list[str]:
     """Build once per session (smoke size); return the pages of the TOC."""
     toc = _toc_path()
-    pages = _toc_pages(toc)
+    pages = toc_pages(toc)
     # Jupyter Book only warns about a TOC entry with no source file; a missing chapter must fail.
     missing = [page for page in pages if not any((ROOT / f"{page}{ext}").exists() for ext in (".md", ".ipynb"))]
     assert not missing, f"{toc} lists pages with no .md or .ipynb source: {missing}"

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 
 import pytest
+from book_pages import toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTATION = ROOT / "book" / "notation.md"
@@ -137,23 +138,7 @@ def defined_symbols() -> set[str]:
 
 
 def _pages() -> list[str]:
-    import yaml
-
-    data = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [data["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                pages.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in data.items() if k != "root"})
-    return pages
+    return toc_pages(ROOT / "_toc.yml")
 
 
 def page_markdown(page: str) -> str:
