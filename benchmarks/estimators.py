@@ -1,7 +1,8 @@
 """Benchmark the posterior-mean estimators against exact answers, and time one batched estimate.
 
 For each target, each t in {0.05, 0.10, ..., 0.95} and each K in {16, 64, 256}: draw x_t from the exact
-marginal p_t, estimate mu1 = E[x1 | x_t] with every estimator FROM THE SAME DRAWS (a paired comparison),
+marginal p_t, estimate mu1 = E[x1 | x_t] with every estimator FROM THE SAME DRAWS (a paired comparison; the
+particle runs reuse the same kernel noise, common random numbers),
 and score it with :mod:`rfm_teach.scoring`: MSE against the exact mu1, next to the error of one exact
 posterior draw (E tr Cov(x1 | x_t)) and of the constant guess E_p1[x1].
 
@@ -17,7 +18,7 @@ SAC critic+actor update and to the dense-matmul time of the same FLOPs, measured
 
 Usage::
 
-    python benchmarks/estimators.py                 # full grid (~15 min on 2 CPU cores), writes benchmarks/results/
+    python benchmarks/estimators.py --rows 12 --reps 12  # full grid (~35 min on one thread), writes benchmarks/results/
     python benchmarks/estimators.py --quick         # a coarse grid for a smoke check (~1 min)
     python benchmarks/estimators.py --update-readme # also rewrite the generated block in README.md
 """
@@ -124,12 +125,14 @@ def accuracy(ts, Ks, rows, reps, seed, targets=TARGETS) -> list[dict]:
 
                 def run(x, tt, gen):
                     n = x.shape[0]
+                    state = gen.get_state()  # common random numbers: the particle runs reuse this kernel noise
                     kernel_draws = draw(target, x, tt, path=PATH, K=K, generator=gen)
                     ess.append(float(kernel_draws.ess.median()))
                     out = estimates(kernel_draws)
                     for key, source in (("particles", exact), ("particles_wrong", exact_wrong)):
                         prior = source.sample(n * M_PARTICLES, gen).reshape(n, M_PARTICLES, -1)
-                        out[key] = posterior_mean(target, x, tt, path=PATH, K=K, generator=gen, prior_samples=prior).mean
+                        paired = torch.Generator().set_state(state)
+                        out[key] = posterior_mean(target, x, tt, path=PATH, K=K, generator=paired, prior_samples=prior).mean
                     return out
 
                 scores = score_estimator(run, exact, t, path=PATH, rows=rows, reps=reps, generator=g)

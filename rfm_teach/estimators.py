@@ -135,12 +135,13 @@ class ParticleProposal:
         c_m = (sigma^2 y_m + h^2 x_t / alpha_t) / (h^2 + sigma^2),  pi_m ∝ N(y_m; x_t / alpha_t, diag(h^2 + sigma^2))
 
     so it can be sampled and its density evaluated exactly. Shapes: ``centres`` (B, M, d),
-    ``log_pi`` (B, M), ``std`` (B, 1, d).
+    ``log_pi`` (B, M), ``std`` (B, 1, d), ``bandwidth`` h (B, 1, d).
     """
 
     centres: Tensor
     log_pi: Tensor
     std: Tensor
+    bandwidth: Tensor
 
     #: Floor of the bandwidth (latent units): particles that all coincide still give a proper density.
     MIN_BANDWIDTH = 1e-3
@@ -154,7 +155,16 @@ class ParticleProposal:
         s2 = sigma[:, None] ** 2  # (B, 1, 1)
         centres = (s2 * particles + h2 * kernel_mean[:, None]) / (h2 + s2)
         log_pi = _log_normal(particles, kernel_mean[:, None], h2 + s2)  # (B, M)
-        return cls(centres, log_pi - torch.logsumexp(log_pi, -1, keepdim=True), (h2 * s2 / (h2 + s2)).sqrt())
+        return cls(centres, log_pi - torch.logsumexp(log_pi, -1, keepdim=True), (h2 * s2 / (h2 + s2)).sqrt(), h2.sqrt())
+
+    def informative(self, sigma: Tensor) -> Tensor:
+        """Rows where the fit can sharpen the kernel: sigma > min_j h_j, (B,) bool. ``sigma``: (B, 1).
+
+        The density fit resolves nothing finer than its bandwidth h. Where the kernel is narrower than h in
+        every coordinate, the product f k is k tilted by a fit that is flat (or wrong) at the kernel's scale,
+        so the kernel's own draws are as good and their weights are the exact p1.
+        """
+        return sigma[:, 0] > self.bandwidth.amin((1, 2))
 
     def sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         """n draws per row, (B, n, d): pick a component by pi, then add Gaussian noise of std s."""
@@ -195,14 +205,19 @@ def draw(
 
         x0^k ~ N(0, I),   x1^k = (x_t - beta_t x0^k) / alpha_t,   log w_k = log p1(x1^k)
 
-    **Defensive mixture** (``prior_samples`` given, our addition): ceil(K/2) draws from k and the rest
-    from g = (particle density × k) normalised (:class:`ParticleProposal`), weighted by the balance
-    heuristic against the mixture r = (K_k / K) k + (K_g / K) g actually sampled::
+    **Defensive mixture** (``prior_samples`` given, our addition): K_k = ceil(K/2) draws from k and the
+    K_g = K - K_k others from g = (particle density × k) normalised (:class:`ParticleProposal`), weighted
+    by the balance heuristic against the mixture r = (K_k / K) k + (K_g / K) g actually sampled::
 
         log w_k = log p1(x1^k) + log k(x1^k) - log r(x1^k)
 
     Because r >= (K_k / K) k, every weight is at most (K / K_k) p1: a poor fit of the particles costs
-    accuracy but never makes the weights worse than the kernel's own. In both cases
+    accuracy but never makes the weights worse than the kernel's own. Rows where the kernel is narrower
+    than the fit's bandwidth in every coordinate (sigma <= min_j h_j, large t; see
+    :meth:`ParticleProposal.informative`) keep all K kernel draws: there the fit adds nothing, and the
+    estimate is then identical to the kernel-only one on the same noise. The K kernel noises are drawn
+    first in every case, so a generator in the same state gives the same kernel draws with or without
+    particles (common random numbers for comparisons). In both cases
     x0^k = (x_t - alpha_t x1^k) / beta_t (the noise that would produce x_t) and the posterior score is
     ``s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k``; w = softmax(log w), ESS = 1 / Σ w^2.
 
@@ -225,17 +240,19 @@ def draw(
         prior_samples = _check_prior_samples(prior_samples, x_t, check)
     alpha, beta = path.alpha(tt), path.beta(tt)
     n_kernel = K if prior_samples is None or K == 1 else (K + 1) // 2
-    x0 = torch.randn(batch, n_kernel, dim, dtype=x_t.dtype, device=x_t.device, generator=generator)
+    x0 = torch.randn(batch, K, dim, dtype=x_t.dtype, device=x_t.device, generator=generator)
     x1 = (x_t[:, None, :] - beta[:, None] * x0) / alpha[:, None]
     log_correction = None
     if n_kernel < K:
         sigma, centre = beta / alpha, x_t / alpha
         proposal = ParticleProposal.fit(prior_samples, centre, sigma)
-        x1 = torch.cat([x1, proposal.sample(K - n_kernel, generator)], 1)
-        x0 = (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None]
+        use = proposal.informative(sigma)[:, None]  # (B, 1): rows that take K_g draws from g
+        mixed = torch.cat([x1[:, :n_kernel], proposal.sample(K - n_kernel, generator)], 1)
+        x1 = torch.where(use[..., None], mixed, x1)
+        x0 = torch.where(use[..., None], (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None], x0)
         log_k = _log_normal(x1, centre[:, None], sigma[:, None] ** 2)  # (B, K)
         log_r = torch.logaddexp(log_k + math.log(n_kernel / K), proposal.log_density(x1) + math.log(1 - n_kernel / K))
-        log_correction = log_k - log_r
+        log_correction = torch.where(use, log_k - log_r, torch.zeros_like(log_k))
     if need_score:
         log_w, grad_log_p = target.log_density_and_score(x1)
         score = grad_log_p + (alpha / beta)[:, None] * x0

@@ -138,3 +138,23 @@ def test_bad_prior_samples_raise_clear_errors():
         posterior_mean(target, x_t, 0.5, K=4, prior_samples=torch.full((3, 5, 2), float("inf")))
     with pytest.raises(TypeError, match="prior_samples must be a torch.Tensor"):
         posterior_mean(target, x_t, 0.5, K=4, prior_samples=[[0.0, 0.0]])
+
+
+def test_rows_with_a_kernel_narrower_than_the_fit_keep_the_kernel_draws():
+    """sigma = beta/alpha <= min_j h_j: the fit adds nothing at the kernel's scale, so that row is the
+    paper's estimator on the same noise (bit for bit); rows with a wider kernel use the particles."""
+    target = Boltzmann(make_toy("two_moons"), 1.0)
+    x_t = torch.randn(4, 2, generator=gen(11))
+    prior = torch.randn(4, 32, 2, generator=gen(12)) * 0.5  # bandwidth about 0.2
+    t = torch.tensor([0.97, 0.2, 0.95, 0.1])  # sigma 0.03, 4, 0.05, 9
+    for cv in ("none", "plugin", "auto"):
+        mixed = posterior_mean(target, x_t, t, K=16, cv=cv, generator=gen(13), prior_samples=prior)
+        kernel = posterior_mean(target, x_t, t, K=16, cv=cv, generator=gen(13))
+        assert torch.equal(mixed.mean[[0, 2]], kernel.mean[[0, 2]])
+        assert torch.equal(mixed.draws.x1[[0, 2]], kernel.draws.x1[[0, 2]])
+        # the wide-kernel rows share the first ceil(K/2) kernel draws and replace the rest by draws of g
+        assert torch.equal(mixed.draws.x1[[1, 3], :8], kernel.draws.x1[[1, 3], :8])
+        assert not torch.equal(mixed.draws.x1[[1, 3], 8:], kernel.draws.x1[[1, 3], 8:])
+    g = ParticleProposal.fit(prior, x_t / 0.5, torch.full((4, 1), 0.1))
+    assert (g.bandwidth > 0.1).all() and not g.informative(torch.full((4, 1), 0.1)).any()
+    assert g.informative(torch.full((4, 1), 5.0)).all()
