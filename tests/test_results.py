@@ -117,3 +117,35 @@ def test_fixed_target_results_are_readable():
                 float(r[key])  # every distance is a number
         with open(run / "final.csv") as f:
             assert len(list(csv.DictReader(f))) == extra["finished_fits"]
+
+
+def test_bandit_study_summaries_recompute_from_their_runs():
+    """Each stored bandit study's summary.csv is exactly benchmarks/bandit.py's summary of its runs.csv,
+    with every seed its manifest lists and every context of the bandit (notebook 07 reads the summaries)."""
+    import csv
+    import math
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bandit import METRICS, summarise
+
+    from rfm_teach.envs import BANDIT_LANDSCAPES
+
+    runs = find_runs("bandit/seeds5_tiny_steps3000_T0.2")
+    assert runs, "the five-seed bandit study is stored"
+    for run in runs:
+        manifest = load_manifest(run)
+        with open(run / "runs.csv", newline="") as f:
+            rows = [{**r, "seed": int(r["seed"]), **{m: float(r[m]) for m in METRICS}} for r in csv.DictReader(f)]
+        assert sorted({r["seed"] for r in rows}) == manifest["seeds"]
+        assert len(rows) == len(manifest["seeds"]) * len(BANDIT_LANDSCAPES)
+        with open(run / "summary.csv", newline="") as f:
+            stored = list(csv.DictReader(f))
+        for got, want in zip(summarise(rows), stored, strict=True):
+            for key, value in got.items():
+                if isinstance(value, float) and math.isnan(value):
+                    assert want[key] == "nan"
+                elif isinstance(value, float):
+                    assert math.isclose(value, float(want[key]), rel_tol=1e-12, abs_tol=1e-15), (run.name, key)
+                else:
+                    assert str(value) == want[key], (run.name, key)
