@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "sac": {"algo": "sac"},
     "rfm_raw_endpoints": {"endpoints": "raw"},
     "rfm_diffusion": {"policy": "diffusion"},
+    "rfm_exact_target": {"exact_target": True},  # needs --critics exact: the exact posterior of the true Q
 }
 CRITICS = {"learned": {}, "exact": {"exact_q": "bandit"}}
 METRICS = ("raw_return", "best_return", "wall", "wall_pi", "tv", "tv_floor", "sw2", "sw2_floor", "return_pi")
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.variants, args.critics, args.samples = 300, [0], ["rfm", "sac"], ["learned"], 200
+    if "rfm_exact_target" in args.variants and args.critics != ["exact"]:
+        raise SystemExit("--variants rfm_exact_target needs --critics exact (the exact target is the true Q's posterior)")
     train_overrides, agent_overrides = parse_overrides(args.set)
     jobs = [{"variant": v, "critic": c, "seed": s, "steps": args.steps, "preset": args.preset,
              "temperature": args.temperature, "samples": args.samples, "train_overrides": train_overrides,

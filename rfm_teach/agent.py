@@ -46,7 +46,9 @@ tanh(u), u ~ N(mean, std^2).
 ``exact_q="bandit"`` replaces the learned critics, wherever they are read (particle choice, the actor's
 target, SAC's actor loss), by the contextual bandit's exact Q(c, a) = r(c, a)
 (:class:`rfm_teach.envs.BanditQ`; one-step episodes make the reward the Q-value), and stops training the
-critics: it tells the critic's error apart from the estimator's and the actor's.
+critics: it tells the critic's error apart from the estimator's and the actor's. ``exact_target=True``
+on top replaces the estimate too, by the exact posterior mean (:class:`rfm_teach.envs.BanditPosterior`),
+so that what remains is the fit's own error.
 
 Temperature. The authors fix lambda = 0.02 for DeepMind Control, whose per-step rewards lie in [0, 1],
 and have no automatic mode. Rewards elsewhere have other scales (MuJoCo HalfCheetah pays up to ~10 per
@@ -106,6 +108,9 @@ class AgentConfig:
         endpoints: where u_t is placed: "boltzmann" (the authors': a Boltzmann pick among the M
             particles) or "raw" (one policy sample; same fixed point, no critic call).
         exact_q: None (learned twin critics) or "bandit" (the contextual bandit's exact Q = r; critics unused).
+        exact_target: regress onto the exact posterior mean E[u1 | u_t] instead of an estimate (needs
+            algo="rfm", exact_q="bandit" and temperature_mode="fixed"; :class:`rfm_teach.envs.BanditPosterior`):
+            what a perfect estimator would give, so the remaining error is the fit's.
         policy: "flow" (the paper) or "diffusion" (same RFM target, VP path, noise prediction).
         hidden, n_blocks, emb_dim: actor width, residual blocks, embedding size (256, 2, 128).
         critic_hidden: width of the two hidden ReLU layers of each critic (256).
@@ -127,6 +132,7 @@ class AgentConfig:
     proposal: str = "policy"
     endpoints: str = "boltzmann"
     exact_q: str | None = None
+    exact_target: bool = False
     policy: str = "flow"
     hidden: int = 256
     n_blocks: int = 2
@@ -163,6 +169,12 @@ class AgentConfig:
                 raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
         if self.exact_q is not None and self.exact_q not in EXACT_Q:
             raise ValueError(f"exact_q must be None or one of {EXACT_Q}; got {self.exact_q!r}")
+        if not isinstance(self.exact_target, bool):
+            raise ValueError(f"exact_target must be True or False; got {self.exact_target!r}")
+        if self.exact_target and (self.algo != "rfm" or self.exact_q != "bandit" or self.temperature_mode != "fixed"):
+            raise ValueError("exact_target=True needs algo='rfm', exact_q='bandit' and temperature_mode='fixed' (the "
+                             f"exact posterior is known for the bandit's true Q at a fixed lambda); got algo={self.algo!r}, "
+                             f"exact_q={self.exact_q!r}, temperature_mode={self.temperature_mode!r}")
         for name in ("hidden", "critic_hidden", "K", "particles", "steps", "emb_dim"):
             _check_int(name, getattr(self, name), 1)
         _check_int("n_blocks", self.n_blocks, 0)
@@ -301,6 +313,10 @@ class Agent:
             self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.sac_alpha_lr)
             self.target_entropy = -float(act_dim)
         self.exact_q = None if cfg.exact_q is None else _make_exact_q(cfg.exact_q)
+        if cfg.exact_target:
+            from .envs import BanditPosterior  # beside the spine, like BanditQ
+
+            self.exact_posterior = BanditPosterior(cfg.temperature)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.generator = torch.Generator(device=self.device)
@@ -441,6 +457,11 @@ class Agent:
         if cfg.algo == "qsm":
             def exact_mu1(u_t: Tensor, t: Tensor) -> Tensor:
                 return qsm_mean(target, u_t, t, path=path, check=False)
+
+            prior = None
+        elif cfg.exact_target:
+            def exact_mu1(u_t: Tensor, t: Tensor) -> Tensor:
+                return self.exact_posterior(obs, u_t, t, path)
 
             prior = None
         else:

@@ -64,3 +64,45 @@ def test_rfm_raw_policy_reaches_the_bar(tmp_path):
     score = _train_and_score(tmp_path, 3000, {})
     assert score["wall"] <= 2 * score["wall_pi"], score
     assert score["raw_return"] >= 0.9 * score["return_pi"], score
+
+
+@pytest.mark.parametrize("t", [0.05, 0.3, 0.6, 0.85])
+def test_bandit_posterior_matches_quadrature_on_a_fine_grid(t):
+    """BanditPosterior's two grids against an independent 801^2 ExactGrid of each context's latent target."""
+    from functools import partial
+
+    from rfm_teach.envs import BanditPosterior
+    from rfm_teach.paths import LinearFlow
+    from rfm_teach.targets import Boltzmann, ExactGrid
+
+    path, env = LinearFlow(), ContextualBandit()
+    oracle = BanditPosterior(TEMPERATURE)
+    g = torch.Generator().manual_seed(1)
+    u_t = t * 1.5 * torch.randn(6, 2, generator=g, dtype=torch.float64) + (1 - t) * torch.randn(6, 2, generator=g,
+                                                                                                 dtype=torch.float64)
+    tt = torch.full((6,), t, dtype=torch.float64)
+    for c, q in enumerate(env.landscapes):
+        obs = torch.zeros(6, 3, dtype=torch.float64)
+        obs[:, c] = 1.0
+        grid = ExactGrid(Boltzmann(partial(bandit_reward, q), TEMPERATURE, squash=True), extent=8.0, n=801)
+        torch.testing.assert_close(oracle(obs, u_t, tt, path), grid.posterior_mean(u_t, tt[:, None], path),
+                                   atol=5e-3, rtol=0)
+
+
+def test_exact_target_agent_regresses_onto_the_exact_posterior():
+    """exact_target=True: the update runs without an estimate (no ESS, no c) and the actor's target is finite."""
+    from rfm_teach.agent import AgentConfig
+
+    with pytest.raises(ValueError, match="exact_target=True needs algo='rfm', exact_q='bandit'"):
+        AgentConfig(exact_target=True).validate()
+    g = torch.Generator().manual_seed(2)
+    obs = torch.eye(3)[torch.randint(0, 3, (8,), generator=g)]
+    batch = {"obs": obs, "action": torch.rand(8, 2, generator=g) * 2 - 1, "reward": torch.rand(8, generator=g),
+             "next_obs": obs, "mask": torch.zeros(8)}
+    infos = {}
+    for exact_target in (False, True):
+        config = make_config("tiny", env_id=BANDIT_ID, agent={"temperature": TEMPERATURE, "exact_q": "bandit",
+                                                              "exact_target": exact_target})
+        infos[exact_target] = Agent(3, 2, config.agent, seed=0).update(batch)
+    assert torch.isfinite(torch.as_tensor(infos[False]["ess"])) and torch.isnan(torch.as_tensor(infos[True]["ess"]))
+    assert torch.isfinite(torch.as_tensor(infos[True]["actor_loss"]))
