@@ -71,14 +71,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
+from . import seeds
 from .estimators import CV_MODES, qsm_mean
 from .policies import DiffusionPolicy, FlowPolicy
+from .seeds import Generator, SeedGenerators, SeedLinear, clip_grad_norm_per_seed, stack_seeds
 from .targets import Boltzmann, log_sech2
 
 __all__ = ["ALGOS", "EXACT_Q", "PROPOSALS", "ENDPOINTS", "Agent", "AgentConfig", "GaussianTanhPolicy", "TwinCritic"]
@@ -215,8 +217,8 @@ class TwinCritic(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256) -> None:
         super().__init__()
         self.nets = nn.ModuleList(
-            nn.Sequential(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                          nn.Linear(hidden, 1))
+            nn.Sequential(SeedLinear(obs_dim + act_dim, hidden), nn.ReLU(), SeedLinear(hidden, hidden), nn.ReLU(),
+                          SeedLinear(hidden, 1))
             for _ in range(2)
         )
 
@@ -241,27 +243,27 @@ class GaussianTanhPolicy(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256) -> None:
         super().__init__()
         self.act_dim = act_dim
-        self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.head = nn.Linear(hidden, 2 * act_dim)
+        self.body = nn.Sequential(SeedLinear(obs_dim, hidden), nn.ReLU(), SeedLinear(hidden, hidden), nn.ReLU())
+        self.head = SeedLinear(hidden, 2 * act_dim)
 
     def _dist(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.head(self.body(obs)).chunk(2, -1)
         return mean, log_std.clamp(-5.0, 2.0)
 
-    def rsample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def rsample(self, obs: Tensor, generator: Generator = None) -> tuple[Tensor, Tensor]:
         """Reparameterised latent u (B, d) and log pi(tanh u | s) (B,)."""
         mean, log_std = self._dist(obs)
-        eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+        eps = seeds.randn(mean.shape, generator, dtype=mean.dtype, device=mean.device)
         u = mean + log_std.exp() * eps
         log_prob = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1) - log_sech2(u).sum(-1)
         return u, log_prob
 
     @torch.no_grad()
     def sample(self, obs: Tensor, n: int = 1, *, temperature: float | None = None, steps: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: Generator = None) -> Tensor:
         """Latent samples (B, n, d)."""
         mean, log_std = self._dist(obs)
-        eps = torch.randn(obs.shape[0], n, self.act_dim, dtype=mean.dtype, device=mean.device, generator=generator)
+        eps = seeds.randn((obs.shape[0], n, self.act_dim), generator, dtype=mean.dtype, device=mean.device)
         return mean[:, None] + log_std.exp()[:, None] * eps
 
 
@@ -280,36 +282,53 @@ class Agent:
         obs_dim, act_dim: sizes of the flat observation and of the action box [-1, 1]^d.
         config: :class:`AgentConfig` (validated here).
         device: torch device for networks and the agent's generator.
-        seed: seeds network initialisation (inside ``torch.random.fork_rng``: torch's global RNG is
-            left as it was) and the agent's own ``torch.Generator``, the only source of randomness in
-            :meth:`act` and :meth:`update` (so a run is reproducible and resumable).
+        seed: an int, or a sequence of S distinct ints: S independent agents batched in one set of
+            networks (:mod:`rfm_teach.seeds`). Seed s initialises its networks (inside
+            ``torch.random.fork_rng``: torch's global RNG is left as it was) exactly as an agent built
+            with that seed alone, and seeds its own ``torch.Generator``, the only source of randomness
+            of seed s in :meth:`act` and :meth:`update` (so a run is reproducible and resumable).
+
+    Shapes. With an int seed: ``act`` takes obs (B, ds) -> (B, d) and ``update`` a batch of (B, .)
+    tensors. With a sequence of S seeds every public tensor gains a leading seed axis: obs (S, B, ds)
+    -> (S, B, d), batches (S, B, .), and metrics are per seed. Inside, the seed is folded into the
+    rows, seed-major (``choose`` and the networks take (S B, .) rows).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, *, device: str | torch.device = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int | Sequence[int] = 0) -> None:
         if not isinstance(config, AgentConfig):
             raise TypeError(f"config must be an AgentConfig; got {type(config).__name__}")
         config.validate()
         _check_int("obs_dim", obs_dim, 1)
         _check_int("act_dim", act_dim, 1)
-        _check_int("seed", seed, 0)
+        self.batched = not isinstance(seed, int)
+        self.seeds = [seed] if not self.batched else list(seed)
+        if not self.seeds:
+            raise ValueError("seed must be an int or a non-empty sequence of ints; got an empty sequence")
+        for s in self.seeds:
+            _check_int("seed", s, 0)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct; got {self.seeds}")
+        self.n_seeds = S = len(self.seeds)
         self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
         self.device = torch.device(device)
         cfg = config
-        with torch.random.fork_rng(devices=[]):  # networks are initialised on the CPU, then moved
-            torch.manual_seed(seed)
-            self.critic = TwinCritic(obs_dim, act_dim, cfg.critic_hidden)
-            if cfg.algo == "sac":
-                self.actor: nn.Module = GaussianTanhPolicy(obs_dim, act_dim, cfg.hidden)
-            else:
-                policy_cls = FlowPolicy if cfg.policy == "flow" else DiffusionPolicy
-                self.actor = policy_cls(obs_dim, act_dim, hidden=cfg.hidden, n_blocks=cfg.n_blocks,
-                                        emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True)
-        self.critic = self.critic.to(self.device)
-        self.actor = self.actor.to(self.device)
+        critics, actors = [], []
+        for s in self.seeds:
+            with torch.random.fork_rng(devices=[]):  # networks are initialised on the CPU, then moved
+                torch.manual_seed(s)
+                critics.append(TwinCritic(obs_dim, act_dim, cfg.critic_hidden))
+                if cfg.algo == "sac":
+                    actors.append(GaussianTanhPolicy(obs_dim, act_dim, cfg.hidden))
+                else:
+                    policy_cls = FlowPolicy if cfg.policy == "flow" else DiffusionPolicy
+                    actors.append(policy_cls(obs_dim, act_dim, hidden=cfg.hidden, n_blocks=cfg.n_blocks,
+                                             emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True))
+        self.critic = stack_seeds(critics).to(self.device)
+        self.actor: nn.Module = stack_seeds(actors).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         if cfg.algo == "sac":
-            self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
+            self.log_alpha = torch.zeros(S, device=self.device, requires_grad=True)
             self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.sac_alpha_lr)
             self.target_entropy = -float(act_dim)
         self.exact_q = None if cfg.exact_q is None else _make_exact_q(cfg.exact_q)
@@ -319,20 +338,37 @@ class Agent:
             self.exact_posterior = BanditPosterior(cfg.temperature)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
-        self.temperature = float(cfg.temperature)
+        if self.batched:
+            self.generator: torch.Generator | SeedGenerators = SeedGenerators(self.seeds, self.device)
+        else:
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(self.seeds[0])
+        self.temperatures = [float(cfg.temperature)] * S
 
     # ---- temperature ------------------------------------------------------------------------------
-    def calibrate_temperature(self, rewards: Tensor) -> float:
+    @property
+    def temperature(self) -> float | list[float]:
+        """lambda: a float for one seed, one per seed for a batch."""
+        return self.temperatures if self.batched else self.temperatures[0]
+
+    def _row_temperature(self, rows: int, dims: int = 1) -> float | Tensor:
+        """lambda for ``rows`` seed-major rows: a float when all seeds share it, else (rows,) (or (rows, 1) for dims=2)."""
+        if len(set(self.temperatures)) == 1:
+            return self.temperatures[0]
+        per_row = torch.tensor(self.temperatures, device=self.device).repeat_interleave(rows // self.n_seeds)
+        return per_row if dims == 1 else per_row[:, None]
+
+    def calibrate_temperature(self, rewards: Tensor) -> float | list[float]:
         """For ``temperature_mode="reward_scale"``: set lambda = temperature * std(rewards) once; return it.
 
+        ``rewards``: (n,) for one seed, (S, n) for a batch (each seed calibrates on its own warm-up).
         With "fixed" this is a no-op that returns the fixed lambda. The std is floored at 1e-3 so a
         warm-up with constant rewards cannot give lambda = 0.
         """
         if self.config.temperature_mode == "reward_scale":
-            scale = max(float(rewards.float().std()), 1e-3) if rewards.numel() > 1 else 1.0
-            self.temperature = self.config.temperature * scale
+            rows = rewards.reshape(self.n_seeds, -1).float()
+            self.temperatures = [self.config.temperature * (max(float(r.std()), 1e-3) if r.numel() > 1 else 1.0)
+                                 for r in rows]
         return self.temperature
 
     # ---- values -----------------------------------------------------------------------------------
@@ -343,22 +379,24 @@ class Agent:
         return self.critic.q_min(obs, act)
 
     # ---- acting -----------------------------------------------------------------------------------
-    def _latents(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
-        return self.actor.sample(obs, n, temperature=self.temperature, steps=self.config.steps, generator=generator)
+    def _latents(self, obs: Tensor, n: int, generator: Generator) -> Tensor:
+        return self.actor.sample(obs, n, temperature=self._row_temperature(obs.shape[0]), steps=self.config.steps,
+                                 generator=generator)
 
-    def _pick(self, obs: Tensor, u: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
+    def _pick(self, obs: Tensor, u: Tensor, mode: str, generator: Generator) -> Tensor:
         """One of the particles u (B, M, d) per state: Boltzmann sampling or argmax of Q. (B, d)."""
         q = self.q_value(obs[:, None, :].expand(-1, u.shape[1], -1), torch.tanh(u))  # (B, M)
         if mode == "argmax":
             idx = q.argmax(-1)
         else:
-            idx = torch.multinomial(torch.softmax(q / self.temperature, -1), 1, generator=generator)[:, 0]
+            idx = seeds.multinomial(torch.softmax(q / self._row_temperature(q.shape[0], 2), -1), 1, generator)[:, 0]
         return u[torch.arange(u.shape[0], device=u.device), idx]
 
     @torch.no_grad()
-    def choose(self, obs: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
+    def choose(self, obs: Tensor, mode: str, generator: Generator = None) -> Tensor:
         """Pick one latent action per state by ``mode`` ("boltzmann", "argmax" or "raw"). (B, d).
 
+        ``obs``: (B, ds) rows, seed-major for a batch of seeds; ``generator`` as ``self.generator``.
         Flow family: "boltzmann" and "argmax" draw ``particles`` latents u_m, score them with
         min_i Q_i(s, tanh u_m) and pick by softmax(Q / lambda) sampling or by the largest Q; "raw"
         returns one policy sample. SAC: "argmax" is the deterministic mean latent (tanh of it is the
@@ -374,12 +412,19 @@ class Agent:
         return self._pick(obs, self._latents(obs, self.config.particles, gen), mode, gen)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, mode: str = "boltzmann", generator: torch.Generator | None = None) -> Tensor:
-        """Actions in [-1, 1]^d for a batch of observations (B, ds) -> (B, d). SAC behaves with "raw"."""
+    def act(self, obs: Tensor, mode: str = "boltzmann", generator: Generator = None) -> Tensor:
+        """Actions in [-1, 1]^d: obs (B, ds) -> (B, d), or (S, B, ds) -> (S, B, d) for a batch of seeds.
+
+        SAC behaves with "raw". ``generator``: default the agent's own; for a batch of seeds a
+        :class:`~rfm_teach.seeds.SeedGenerators` with one generator per seed.
+        """
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.dim() != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"obs must have shape (B, {self.obs_dim}); got {tuple(obs.shape)}")
-        return torch.tanh(self.choose(obs, mode, generator))
+        want = (self.n_seeds, "B", self.obs_dim) if self.batched else ("B", self.obs_dim)
+        if obs.dim() != len(want) or obs.shape[-1] != self.obs_dim or (self.batched and obs.shape[0] != self.n_seeds):
+            raise ValueError(f"obs must have shape {want}; got {tuple(obs.shape)}")
+        if self.batched and not (isinstance(generator, SeedGenerators) and len(generator) == self.n_seeds or generator is None):
+            raise ValueError(f"generator must be None or a SeedGenerators with {self.n_seeds} generators for this batch of seeds")
+        return torch.tanh(self.choose(obs.reshape(-1, self.obs_dim), mode, generator)).reshape(*obs.shape[:-1], self.act_dim)
 
     @property
     def behaviour_mode(self) -> str:
@@ -391,17 +436,17 @@ class Agent:
         optim.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            clip_grad_norm_per_seed(params, self.config.grad_clip, self.n_seeds)
         optim.step()
 
     def _critic_update(self, batch: dict[str, Tensor], next_value: Tensor | None) -> Tensor:
-        """One critic step towards r + gamma mask V(s'); with ``exact_q`` no step (the loss is NaN)."""
+        """One critic step towards r + gamma mask V(s'); per-seed losses (S,) (NaN with ``exact_q``: no step)."""
         if self.exact_q is not None:
-            return torch.full((), math.nan, device=self.device)
+            return torch.full((self.n_seeds,), math.nan, device=self.device)
         y = batch["reward"] if next_value is None else batch["reward"] + self.config.gamma * batch["mask"] * next_value
         q = self.critic(batch["obs"], batch["action"])  # (2, B)
-        loss = ((q - y) ** 2).mean(-1).sum()
-        self._step(self.critic_optim, loss, self.critic.parameters())
+        loss = ((q - y) ** 2).reshape(2, self.n_seeds, -1).mean(-1).sum(0)  # (S,): each seed's own loss
+        self._step(self.critic_optim, loss.sum(), list(self.critic.parameters()))
         return loss.detach()
 
     @torch.no_grad()
@@ -412,20 +457,25 @@ class Agent:
         for p, p_targ in zip(self.critic.parameters(), self.critic_target.parameters()):
             p_targ.lerp_(p, tau)
 
-    def update(self, batch: dict[str, Tensor], *, sync: bool = True) -> dict[str, float | Tensor]:
-        """One fused update on a batch {obs, action, reward, next_obs, mask} (all (B, .) float32). Returns metrics.
+    def update(self, batch: dict[str, Tensor], *, sync: bool = True) -> dict[str, float | list[float] | Tensor]:
+        """One fused update on a batch {obs, action, reward, next_obs, mask} (all float32). Returns metrics.
 
-        ``mask`` is 0 only on true termination (not on time-limit truncation), so the backup keeps
-        bootstrapping through time limits. Metrics: critic_loss, actor_loss, temperature, and ess and c
-        (flow family; NaN where undefined, e.g. for QSM) or alpha and entropy (SAC). With ``sync=True``
-        they are floats, read from the device in one transfer after the step; with ``sync=False`` 0-dim
-        tensors (temperature stays a float), so a loop can average them on the device and read once.
+        Shapes: (B, .) for one seed, (S, B, .) for a batch of seeds. ``mask`` is 0 only on true
+        termination (not on time-limit truncation), so the backup keeps bootstrapping through time
+        limits. Metrics: critic_loss, actor_loss, temperature, and ess and c (flow family; NaN where
+        undefined, e.g. for QSM) or alpha and entropy (SAC). With ``sync=True`` they are floats (lists of
+        S floats for a batch of seeds), read from the device in one transfer after the step; with
+        ``sync=False`` tensors of shape () or (S,) (temperature stays as :attr:`temperature`), so a loop
+        can average them on the device and read once.
         """
+        if self.batched:
+            batch = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
         metrics = self._update_sac(batch) if self.config.algo == "sac" else self._update_flow(batch)
+        metrics = {k: (v if self.batched else v[0]) if isinstance(v, Tensor) else v for k, v in metrics.items()}
         if not sync:
             return metrics
         keys = [k for k, v in metrics.items() if isinstance(v, Tensor)]
-        values = torch.stack([metrics[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
+        values = torch.stack([metrics[k].detach().float() for k in keys]).tolist() if keys else []
         return {**metrics, **dict(zip(keys, values))}
 
     def _next_value(self, batch: dict[str, Tensor]) -> Tensor | None:
@@ -448,11 +498,15 @@ class Agent:
             u1 = self._pick(obs, particles, "boltzmann", gen) if cfg.endpoints == "boltzmann" else particles[:, 0]
             next_value = self._next_value(batch)
         critic_loss = self._critic_update(batch, next_value)
+        temp = self._row_temperature(obs.shape[0])
 
         def q(a: Tensor) -> Tensor:  # draws (B, K, d) -> (B, K): the state-conditioned (updated) critic
             return self.q_value(obs[:, None, :].expand(-1, a.shape[1], -1), a)
 
-        target = Boltzmann(q, self.temperature, squash=True, check=False)
+        if isinstance(temp, float):
+            target = Boltzmann(q, temp, squash=True, check=False)
+        else:  # one lambda per seed: exp(Q / lambda_row) is Boltzmann(Q / lambda_row, 1)
+            target = Boltzmann(lambda a: q(a) / temp[:, None], 1.0, squash=True, check=False)
         path = self.actor.path
         if cfg.algo == "qsm":
             def exact_mu1(u_t: Tensor, t: Tensor) -> Tensor:
@@ -466,18 +520,19 @@ class Agent:
             prior = None
         else:
             exact_mu1, prior = None, (particles if cfg.proposal == "policy" else None)
-        actor_loss, info = self.actor.loss(obs, u1, target, temperature=self.temperature, K=cfg.K, cv=cfg.cv,
+        actor_loss, info = self.actor.loss(obs, u1, target, temperature=temp, K=cfg.K, cv=cfg.cv,
                                            generator=gen, exact_mu1=exact_mu1, prior_samples=prior, check=False)
-        self._step(self.actor_optim, actor_loss, self.actor.parameters())
+        self._step(self.actor_optim, actor_loss, list(self.actor.parameters()))
         self._polyak()
-        nan = torch.full((), math.nan, device=self.device)
-        return {"critic_loss": critic_loss, "actor_loss": actor_loss.detach(),
-                "ess": nan if info.get("ess") is None else torch.as_tensor(info["ess"], device=self.device),
-                "c": nan if info.get("c") is None else torch.as_tensor(info["c"], device=self.device),
+        nan = torch.full((self.n_seeds,), math.nan, device=self.device)
+        return {"critic_loss": critic_loss, "actor_loss": info["loss"],
+                "ess": nan if info.get("ess") is None else info["ess"],
+                "c": nan if info.get("c") is None else info["c"],
                 "temperature": self.temperature}
 
     def _update_sac(self, batch: dict[str, Tensor]) -> dict[str, float | Tensor]:
-        obs, alpha = batch["obs"], self.log_alpha.detach().exp()
+        S, obs = self.n_seeds, batch["obs"]
+        alpha = self.log_alpha.detach().exp().repeat_interleave(obs.shape[0] // S)  # (B,) per row
         next_value = None
         if self.exact_q is None:
             with torch.no_grad():
@@ -485,26 +540,27 @@ class Agent:
                 next_value = self.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)) - alpha * logp_next
         critic_loss = self._critic_update(batch, next_value)
         u, logp = self.actor.rsample(obs, self.generator)
-        actor_loss = (alpha * logp - self.q_value(obs, torch.tanh(u))).mean()
-        self._step(self.actor_optim, actor_loss, self.actor.parameters())
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self._step(self.alpha_optim, alpha_loss, [self.log_alpha])
+        actor_loss = seeds.seed_mean(alpha * logp - self.q_value(obs, torch.tanh(u)), S)  # (S,)
+        self._step(self.actor_optim, actor_loss.sum(), list(self.actor.parameters()))
+        alpha_loss = -(self.log_alpha * (seeds.seed_mean(logp.detach(), S) + self.target_entropy))
+        self._step(self.alpha_optim, alpha_loss.sum(), [self.log_alpha])
         self._polyak()
         return {"critic_loss": critic_loss, "actor_loss": actor_loss.detach(), "alpha": self.log_alpha.detach().exp(),
-                "entropy": -logp.detach().mean()}
+                "entropy": -seeds.seed_mean(logp.detach(), S)}
 
     # ---- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-for-bit: networks, optimisers, generator, temperature."""
+        """Everything needed to continue bit-for-bit: networks, optimisers, generators, temperatures."""
         state = {
             "config": asdict(self.config),
+            "seeds": self.seeds,
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
             "actor_optim": self.actor_optim.state_dict(),
             "critic_optim": self.critic_optim.state_dict(),
-            "generator": self.generator.get_state(),
-            "temperature": self.temperature,
+            "generator": self.generator.get_state() if self.batched else [self.generator.get_state()],  # one per seed
+            "temperatures": self.temperatures,
         }
         if self.config.algo == "sac":
             state["log_alpha"] = self.log_alpha.detach().clone()
@@ -512,13 +568,20 @@ class Agent:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` output; the config must match the one this agent was built with."""
+        """Restore :meth:`state_dict` output (the whole state, seeds included); the config and the number of seeds must match.
+
+        A one-seed batch (``seed=[s]``, what :func:`rfm_teach.train.train` builds) and an agent built with
+        ``seed=s`` have the same state and load each other's.
+        """
         if state["config"] != asdict(self.config):
             raise ValueError(f"checkpoint config {state['config']} differs from this agent's {asdict(self.config)}")
+        if len(state["seeds"]) != self.n_seeds:
+            raise ValueError(f"checkpoint has {len(state['seeds'])} seeds {state['seeds']}; this agent has {self.n_seeds}")
         for name in ("actor", "critic", "critic_target", "actor_optim", "critic_optim"):
             getattr(self, name).load_state_dict(state[name])
-        self.generator.set_state(state["generator"])
-        self.temperature = float(state["temperature"])
+        self.seeds = list(state["seeds"])
+        self.generator.set_state(state["generator"] if self.batched else state["generator"][0])
+        self.temperatures = [float(t) for t in state["temperatures"]]
         if self.config.algo == "sac":
             with torch.no_grad():
                 self.log_alpha.copy_(state["log_alpha"])

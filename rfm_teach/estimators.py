@@ -43,7 +43,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import seeds
 from .paths import GaussianPath, LinearFlow, TargetKind, as_time
+from .seeds import Generator
 from .targets import Boltzmann
 
 __all__ = [
@@ -166,11 +168,11 @@ class ParticleProposal:
         """
         return sigma[:, 0] > self.bandwidth.amin((1, 2))
 
-    def sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+    def sample(self, n: int, generator: Generator) -> Tensor:
         """n draws per row, (B, n, d): pick a component by pi, then add Gaussian noise of std s."""
-        idx = torch.multinomial(self.log_pi.exp(), n, replacement=True, generator=generator)  # (B, n)
+        idx = seeds.multinomial(self.log_pi.exp(), n, generator, replacement=True)  # (B, n)
         centre = torch.gather(self.centres, 1, idx[..., None].expand(-1, -1, self.centres.shape[-1]))
-        noise = torch.randn(centre.shape, dtype=centre.dtype, device=centre.device, generator=generator)
+        noise = seeds.randn(centre.shape, generator, dtype=centre.dtype, device=centre.device)
         return centre + self.std * noise
 
     def log_density(self, x: Tensor) -> Tensor:
@@ -191,7 +193,7 @@ def draw(
     *,
     path: GaussianPath,
     K: int,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     need_score: bool = True,
     prior_samples: Tensor | None = None,
     check: bool = True,
@@ -240,7 +242,7 @@ def draw(
         prior_samples = _check_prior_samples(prior_samples, x_t, check)
     alpha, beta = path.alpha(tt), path.beta(tt)
     n_kernel = K if prior_samples is None or K == 1 else (K + 1) // 2
-    x0 = torch.randn(batch, K, dim, dtype=x_t.dtype, device=x_t.device, generator=generator)
+    x0 = seeds.randn((batch, K, dim), generator, dtype=x_t.dtype, device=x_t.device)
     x1 = (x_t[:, None, :] - beta[:, None] * x0) / alpha[:, None]
     log_correction = None
     if n_kernel < K:
@@ -457,7 +459,7 @@ def posterior_mean(
     path: GaussianPath | None = None,
     K: int = 100,
     cv: CV = "auto",
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     ridge: float = 1e-4,
     clip: float = 2.0,
     prior_samples: Tensor | None = None,

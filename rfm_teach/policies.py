@@ -40,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import seeds
 from .estimators import PosteriorEstimate, posterior_mean
 from .paths import GaussianPath, LinearFlow, VPDiffusion
+from .seeds import Generator, SeedLinear
 from .targets import Boltzmann
 
 __all__ = ["sinusoidal_embedding", "PolicyNet", "FlowPolicy", "DiffusionPolicy", "time_grid", "euler", "heun", "ddim"]
@@ -97,34 +99,35 @@ class PolicyNet(nn.Module):
         if not (isinstance(time_scale, (int, float)) and not isinstance(time_scale, bool) and time_scale > 0):
             raise ValueError(f"time_scale must be a number > 0; got {time_scale!r}")
         self.obs_dim, self.act_dim, self.emb_dim, self.time_scale = obs_dim, act_dim, emb_dim, float(time_scale)
-        self.inp = nn.Linear(obs_dim + act_dim + 2 * emb_dim, hidden)
-        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks))
-        self.out = nn.Linear(hidden, act_dim)
-        for layer in (self.inp, *self.blocks):
-            nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
-            nn.init.zeros_(layer.bias)
-        nn.init.orthogonal_(self.out.weight, gain=1.0)
-        nn.init.zeros_(self.out.bias)
+        self.inp = SeedLinear(obs_dim + act_dim + 2 * emb_dim, hidden)
+        self.blocks = nn.ModuleList(SeedLinear(hidden, hidden) for _ in range(n_blocks))
+        self.out = SeedLinear(hidden, act_dim)
+        with torch.no_grad():
+            for layer in (self.inp, *self.blocks):
+                nn.init.orthogonal_(layer.weight[0], gain=math.sqrt(2.0))
+                nn.init.zeros_(layer.bias)
+            nn.init.orthogonal_(self.out.weight[0], gain=1.0)
+            nn.init.zeros_(self.out.bias)
 
     def embed(self, t: Tensor, temperature: Tensor) -> Tensor:
-        """First-layer contribution W_t emb(time_scale t) + W_l emb(log lambda): (B, hidden), or (1, hidden) for (1,) inputs."""
+        """First-layer contribution W_t emb(time_scale t) + W_l emb(log lambda): (S, N, hidden), or (S, 1, hidden) for (1,) inputs."""
         n_in, e = self.obs_dim + self.act_dim, self.emb_dim
-        w = self.inp.weight
-        return (F.linear(sinusoidal_embedding(self.time_scale * t, e), w[:, n_in:n_in + e])
-                + F.linear(sinusoidal_embedding(torch.log(temperature), e), w[:, n_in + e:]))
+        return (self.inp.part(sinusoidal_embedding(self.time_scale * t, e), slice(n_in, n_in + e))
+                + self.inp.part(sinusoidal_embedding(torch.log(temperature), e), slice(n_in + e, None)))
 
     def forward(self, obs: Tensor, u_t: Tensor, t: Tensor, temperature: Tensor, *, embedded: Tensor | None = None) -> Tensor:
         """Shapes: obs (B, ds), u_t (B, d), t and temperature (B,) or (1,) -> (B, d). Inputs already validated.
 
+        With S seeds (:mod:`rfm_teach.seeds`) the B rows are seed-major, B/S per seed.
         ``embedded``: a precomputed :meth:`embed` (e.g. once per ODE step); t and temperature are then unused.
         """
         n_in = self.obs_dim + self.act_dim
         emb = self.embed(t, temperature) if embedded is None else embedded
-        h = F.linear(torch.cat([obs, u_t], -1), self.inp.weight[:, :n_in], self.inp.bias) + emb
+        h = self.inp.part(torch.cat([obs, u_t], -1), slice(0, n_in)) + self.inp.bias[:, None] + emb  # (S, B/S, hidden)
         h = F.gelu(h)
         for block in self.blocks:
             h = h + F.gelu(block(h))
-        return self.out(h)
+        return self.out(h).reshape(-1, self.act_dim)
 
 
 # ---- samplers as free functions: any velocity / noise field, no network needed -------------------
@@ -256,7 +259,7 @@ class _PathPolicy(nn.Module):
 
     # ---- the RFM regression loss ------------------------------------------------------------------
     def regression_target(self, u1: Tensor, target: Boltzmann, *, K: int = 100, cv="auto",
-                          generator: torch.Generator | None = None,
+                          generator: Generator = None,
                           exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
                           prior_samples: Tensor | None = None, check: bool = True,
                           ) -> tuple[Tensor, Tensor, Tensor, PosteriorEstimate | None]:
@@ -294,8 +297,8 @@ class _PathPolicy(nn.Module):
             raise ValueError(f"u1 must be a tensor of shape (B, {self.act_dim}); got {getattr(u1, 'shape', u1)!r}")
         batch = u1.shape[0]
         u1 = self._check_actions(u1, "u1", batch, check).detach()
-        t = self.t_min + (1 - 2 * self.t_min) * torch.rand(batch, dtype=self._dtype, device=self._device, generator=generator)
-        u0 = torch.randn(batch, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
+        t = self.t_min + (1 - 2 * self.t_min) * seeds.rand((batch,), generator, dtype=self._dtype, device=self._device)
+        u0 = seeds.randn((batch, self.act_dim), generator, dtype=self._dtype, device=self._device)
         u_t = self.path.interpolate(u1, u0, t[:, None])
         if exact_mu1 is None:
             est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator,
@@ -310,7 +313,7 @@ class _PathPolicy(nn.Module):
         return t, u_t, y, est
 
     def loss(self, obs: Tensor, u1: Tensor, target: Boltzmann, *, temperature: float | Tensor, K: int = 100, cv="auto",
-             generator: torch.Generator | None = None,
+             generator: Generator = None,
              exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
              prior_samples: Tensor | None = None, check: bool = True) -> tuple[Tensor, dict]:
         """Regress the network onto the RFM target at u_t drawn around the endpoints ``u1``.
@@ -334,9 +337,10 @@ class _PathPolicy(nn.Module):
                 ``float(tensor)``): value checks are skipped and the info values stay 0-dim tensors.
 
         Returns:
-            (scalar loss, info) with info = {"ess": mean ESS, "c": mean |c|, "target_rms": rms of y}:
-            floats with ``check=True``, detached 0-dim tensors with ``check=False`` (ess and c are None
-            with ``exact_mu1``).
+            (scalar loss, info) with info = {"loss": the loss, "ess": mean ESS, "c": mean |c|, "target_rms":
+            rms of y}, each per seed: tensors (S,) with ``check=False``; with ``check=True`` floats (lists for
+            S > 1). ess and c are None with ``exact_mu1``. With S seeds (:mod:`rfm_teach.seeds`) the loss is
+            the sum over seeds of each seed's mean, so seed s's gradient is that of its own loss.
         """
         if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and isinstance(target, Boltzmann):
             if not math.isclose(float(temperature), target.temperature, rel_tol=1e-6):
@@ -350,19 +354,22 @@ class _PathPolicy(nn.Module):
             raise ValueError(f"u1 must have one row per state: obs has {obs.shape[0]}, u1 has shape {tuple(u1.shape)}")
         t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1,
                                                 prior_samples=prior_samples, check=check)
-        loss = F.mse_loss(self.net(obs, u_t, t, temp), y)
-        info = {
-            "ess": None if est is None else est.ess.mean(),
-            "c": None if est is None else est.c.abs().mean(),
-            "target_rms": y.pow(2).mean().sqrt(),
+        S = self.net.inp.n_seeds  # a mean per seed, summed: seed s's gradient is that of its own loss
+        per_seed = seeds.seed_mean((self.net(obs, u_t, t, temp) - y) ** 2, S)
+        loss = per_seed.sum()
+        info = {  # per seed, (S,)
+            "loss": per_seed.detach(),
+            "ess": None if est is None else seeds.seed_mean(est.ess, S),
+            "c": None if est is None else seeds.seed_mean(est.c.abs(), S),
+            "target_rms": seeds.seed_mean(y.pow(2), S).sqrt(),
         }
         if check:  # host reads are allowed here: the caller asked for validated, plain floats
-            info = {k: None if v is None else float(v) for k, v in info.items()}
+            info = {k: None if v is None else (float(v) if S == 1 else v.tolist()) for k, v in info.items()}
         return loss, info
 
     # ---- sampling ---------------------------------------------------------------------------------
     def _prepare_sampling(self, obs: Tensor, n: int, temperature: float | Tensor, steps: int, solver: str,
-                          generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+                          generator: Generator) -> tuple[Tensor, Tensor, Tensor]:
         if solver not in self.solvers:
             raise ValueError(f"unknown solver {solver!r}; expected one of {self.solvers}")
         for name, value in (("n", n), ("steps", steps)):
@@ -374,7 +381,7 @@ class _PathPolicy(nn.Module):
         temp = self._check_temperature(temperature, batch)
         if temp.shape[0] > 1:
             temp = temp.repeat_interleave(n, 0)
-        u = torch.randn(batch * n, self.act_dim, dtype=self._dtype, device=self._device, generator=generator)
+        u = seeds.randn((batch * n, self.act_dim), generator, dtype=self._dtype, device=self._device)
         return obs_rep, temp, u
 
     def field(self, obs: Tensor, temperature: Tensor, kind: str = "velocity") -> Field:
@@ -387,11 +394,11 @@ class _PathPolicy(nn.Module):
             raise ValueError(f"kind must be 'velocity' or 'raw'; got {kind!r}")
         n_in = self.net.obs_dim + self.net.act_dim
         e = self.net.emb_dim
-        temp_part = F.linear(sinusoidal_embedding(torch.log(temperature), e), self.net.inp.weight[:, n_in + e:])
+        temp_part = self.net.inp.part(sinusoidal_embedding(torch.log(temperature), e), slice(n_in + e, None))
 
         def fn(u: Tensor, t: float) -> Tensor:
             tt = torch.full((1,), float(t), dtype=u.dtype, device=u.device)
-            emb = F.linear(sinusoidal_embedding(self.net.time_scale * tt, e), self.net.inp.weight[:, n_in:n_in + e])
+            emb = self.net.inp.part(sinusoidal_embedding(self.net.time_scale * tt, e), slice(n_in, n_in + e))
             out = self.net(obs, u, tt, temperature, embedded=emb + temp_part)
             if kind == "raw":
                 return out
@@ -432,7 +439,7 @@ class FlowPolicy(_PathPolicy):
 
     @torch.no_grad()
     def sample(self, obs: Tensor, n: int = 1, *, temperature: float | Tensor, steps: int = 10, solver: str = "euler",
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: Generator = None) -> Tensor:
         """Latent samples u of shape (B, n, d): ``steps`` ODE steps of the learned velocity from N(0, I)."""
         obs_rep, temp, u = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
         u = self._ode(obs_rep, u, temp, steps, solver)
@@ -479,7 +486,7 @@ class DiffusionPolicy(_PathPolicy):
 
     @torch.no_grad()
     def sample(self, obs: Tensor, n: int = 1, *, temperature: float | Tensor, steps: int = 10, solver: str = "euler",
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: Generator = None) -> Tensor:
         """Latent samples u of shape (B, n, d) from N(0, I) by ``steps`` deterministic steps."""
         obs_rep, temp, u = self._prepare_sampling(obs, n, temperature, steps, solver, generator)
         if solver == "ddim":

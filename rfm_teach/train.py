@@ -29,6 +29,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Sequence
 from pathlib import Path
 
 import gymnasium as gym
@@ -37,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .agent import Agent, AgentConfig, _check_int
+from .seeds import SeedGenerators
 from .envs import make_env
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "make_config",
     "resolve_device",
     "train",
+    "train_seeds",
 ]
 
 #: One row per evaluation. Losses and diagnostics are means over the updates since the previous row
@@ -252,30 +255,36 @@ def _make(config: TrainConfig, seed: int | None) -> gym.Env:
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, envs: list[gym.Env], mode: str, *, seed: int) -> list[float]:
+def evaluate(agent: Agent, envs, mode: str, *, seed):
     """Undiscounted returns of one episode per env, all run side by side with batched action choice.
 
     Env j is reset with seed 10_000 + j (the same start states at every evaluation, away from the
     training seed); the agent's particles come from a fresh generator seeded with ``seed``.
     ``mode``: "argmax" (best of N particles by Q, the authors' protocol; for SAC the deterministic
     tanh(mean) action, as published SAC numbers are evaluated) or "raw" (one policy sample).
+
+    One seed: ``envs`` a list of E envs, ``seed`` an int -> E returns. A batch of S seeds
+    (``agent.batched``): ``envs`` S lists of E envs, ``seed`` S ints -> S lists of E returns. Every env
+    gets an action at every step until the last episode ends (a finished env's action is discarded),
+    so the random numbers one seed draws do not depend on how long any episode lasts.
     """
-    gen = torch.Generator(device=agent.device)
-    gen.manual_seed(seed)
-    obs = [env.reset(seed=10_000 + j)[0] for j, env in enumerate(envs)]
-    returns = [0.0] * len(envs)
-    active = list(range(len(envs)))
-    while active:
-        batch = torch.as_tensor(np.stack([obs[j] for j in active]), dtype=torch.float32)
-        actions = agent.act(batch, mode, gen).cpu().numpy()
-        still = []
-        for j, a in zip(active, actions):
-            obs[j], r, terminated, truncated, _ = envs[j].step(a)
-            returns[j] += float(r)
-            if not (terminated or truncated):
-                still.append(j)
-        active = still
-    return returns
+    batched = agent.batched
+    env_sets = [list(e) for e in envs] if batched else [list(envs)]
+    gens = SeedGenerators(list(seed) if batched else [seed], agent.device)
+    n_env = len(env_sets[0])
+    obs = np.stack([np.stack([env.reset(seed=10_000 + j)[0] for j, env in enumerate(row)]) for row in env_sets])
+    returns = np.zeros((len(env_sets), n_env))
+    active = np.ones((len(env_sets), n_env), bool)
+    while active.any():
+        actions = agent.act(torch.as_tensor(obs if batched else obs[0], dtype=torch.float32), mode,
+                            gens if batched else gens[0]).cpu().numpy().reshape(len(env_sets), n_env, -1)
+        for s, row in enumerate(env_sets):
+            for j, env in enumerate(row):
+                if active[s, j]:
+                    obs[s, j], r, terminated, truncated, _ = env.step(actions[s, j])
+                    returns[s, j] += float(r)
+                    active[s, j] = not (terminated or truncated)
+    return returns.tolist() if batched else returns[0].tolist()
 
 
 class _Log:
@@ -313,12 +322,12 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _manifest_extra(config: TrainConfig, step: int) -> dict:
+def _manifest_extra(config: TrainConfig, step: int, batch: list[int]) -> dict:
     """What a manifest says about a run of the loop: the full config, the steps reached, the protocol."""
     a = config.agent
     argmax = ("the deterministic tanh(mean) action" if a.algo == "sac"
               else f"best of {a.particles} policy particles by min-Q")
-    return {
+    extra = {
         "env_id": config.env_id, "algo": a.algo, "steps": step, "finished": step >= config.total_steps,
         "evaluation": {
             "return_argmax": f"{argmax}, {config.eval_episodes} episodes",
@@ -326,6 +335,9 @@ def _manifest_extra(config: TrainConfig, step: int) -> dict:
         },
         "config": config.to_dict(),
     }
+    if len(batch) > 1:
+        extra["batched_seeds"] = batch  # trained together in one process (rfm_teach.seeds)
+    return extra
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -357,98 +369,155 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         {"step", "wall_time_s", "log": path of log.csv, "checkpoint": path, "final_eval": last CSV row
         (None if no evaluation happened), "device": "cpu" or "cuda"}.
     """
+    run_dir = Path(run_dir)
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else run_dir.parent / "checkpoints" / f"{run_dir.name}.pt"
+    result = _run(config, [config.seed] if isinstance(config, TrainConfig) else [], [run_dir], ckpt, resume=resume,
+                  stop_after=stop_after, progress=progress,
+                  command=command or "python: rfm_teach.train.train(config, run_dir)")
+    run = result["runs"][0]
+    return {"step": result["step"], "wall_time_s": result["wall_time_s"], "log": run["log"],
+            "checkpoint": result["checkpoint"], "final_eval": run["final_eval"], "device": result["device"]}
+
+
+def train_seeds(config: TrainConfig, seeds: Sequence[int], out: str | os.PathLike, *, resume: bool = False,
+                stop_after: int | None = None, progress: bool = True, command: str | None = None) -> dict:
+    """Train S seeds together in one process: one batched agent (:mod:`rfm_teach.seeds`), S environments
+    stepped in lockstep, one batched update per step.
+
+    Seed s writes ``out/seed_<s>/`` = {config.json, log.csv, manifest.json} exactly as :func:`train` of
+    ``replace(config, seed=s)`` would (its config.json is that config; the manifest adds
+    ``extra.batched_seeds``), and the batch checkpoints to ``out/checkpoints/seeds_<s0>_<s1>_...pt``.
+    Seed s draws the same random numbers as it would alone; results agree with separate runs to
+    floating-point rounding, not bit for bit (see :mod:`rfm_teach.seeds`). A checkpoint is taken at a
+    step where every seed's episode ends together (always, for environments whose episodes all have
+    the same length, e.g. Pendulum, HalfCheetah, DMC and the bandit); where episodes end at different
+    times, only the finished run is checkpointed.
+
+    Returns: {"step", "wall_time_s", "checkpoint", "device", "runs": [{"seed", "log", "final_eval"} per seed]}.
+    """
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of distinct ints; got {seeds}")
+    for seed in seeds:
+        _check_int("seed", seed, 0)
+    out = Path(out)
+    ckpt = out / "checkpoints" / ("seeds_" + "_".join(str(s) for s in seeds) + ".pt")
+    return _run(config, seeds, [out / f"seed_{s}" for s in seeds], ckpt, resume=resume, stop_after=stop_after,
+                progress=progress, command=command or "python: rfm_teach.train.train_seeds(config, seeds, out)")
+
+
+def _run(config: TrainConfig, seeds: list[int], run_dirs: list[Path], ckpt: Path, *, resume: bool,
+         stop_after: int | None, progress: bool, command: str) -> dict:
+    """The loop of :func:`train` and :func:`train_seeds` for S = len(seeds) seeds (S = 1 for ``train``)."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
     config.validate()
     if stop_after is not None:
         _check_int("stop_after", stop_after, 1)
-    run_dir = Path(run_dir)
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else run_dir.parent / "checkpoints" / f"{run_dir.name}.pt"
     if resume and not ckpt.exists():
         raise ValueError(f"resume: no checkpoint at {str(ckpt)!r}; start without resume to begin a fresh run")
     if config.total_steps <= config.warmup_steps:
         warnings.warn(f"total_steps ({config.total_steps}) <= warmup_steps ({config.warmup_steps}): no update "
-                      "will run; the run measures the untrained policy", UserWarning, stacklevel=2)
+                      "will run; the run measures the untrained policy", UserWarning, stacklevel=3)
     device = resolve_device(config.device)
     from .results import MANIFEST, write_manifest
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MANIFEST).unlink(missing_ok=True)  # the files are about to change
+    S = len(seeds)
+    configs = [replace(config, seed=s) for s in seeds]
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / MANIFEST).unlink(missing_ok=True)  # the files are about to change
 
-    env = _make(config, config.seed)
-    eval_envs = [_make(config, None) for _ in range(config.eval_episodes)]
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = Agent(obs_dim, act_dim, config.agent, device=device, seed=config.seed)
-    buffer = ReplayBuffer(obs_dim, act_dim, config.buffer_size, config.seed + 1, device)
-    warmup_rng = np.random.default_rng(config.seed + 2)
+    envs = [_make(config, s) for s in seeds]
+    eval_envs = [[_make(config, None) for _ in range(config.eval_episodes)] for _ in seeds]
+    obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    agent = Agent(obs_dim, act_dim, config.agent, device=device, seed=seeds)
+    buffers = [ReplayBuffer(obs_dim, act_dim, config.buffer_size, s + 1, device) for s in seeds]
+    warmup_rngs = [np.random.default_rng(s + 2) for s in seeds]
 
-    start, wall_before, episodes, recent = 0, 0.0, 0, []
-    resumed = resume
-    if resumed:
+    start, wall_before, episodes, recent = 0, 0.0, [0] * S, [[] for _ in seeds]
+    if resume:
         state = torch.load(ckpt, weights_only=False)  # our own file: numpy RNG states are plain dicts
         saved = TrainConfig.from_dict(state["config"])
-        if replace(saved, total_steps=config.total_steps) != config:
-            raise ValueError(f"the checkpoint {ckpt} was written with a different config: {saved} vs {config}")
+        if replace(saved, total_steps=config.total_steps) != config or state["seeds"] != seeds:
+            raise ValueError(f"the checkpoint {ckpt} was written with a different config or seeds: {saved}, "
+                             f"seeds {state['seeds']} vs {config}, seeds {seeds}")
         agent.load_state_dict(state["agent"])
-        buffer.load_state_dict(state["buffer"])
-        warmup_rng.bit_generator.state = state["warmup_rng"]
+        for s in range(S):
+            buffers[s].load_state_dict(state["buffers"][s])
+            warmup_rngs[s].bit_generator.state = state["warmup_rngs"][s]
+            _set_env_rng_state(envs[s], state["env_rngs"][s])
         torch.set_rng_state(state["torch_rng"])
-        _set_env_rng_state(env, state["env_rng"])
         start, wall_before, episodes, recent = state["step"], state["wall_time_s"], state["episodes"], state["recent"]
         metrics = state["metrics"]
     else:
-        metrics = {}
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    log = _Log(run_dir / "log.csv", start if resumed else None)
-    obs, _ = env.reset(seed=None if resumed else config.seed)
-    episode_return, last_row, last_ckpt, t0 = 0.0, None, start, time.perf_counter()
+        metrics = [{} for _ in seeds]
+        for c, run_dir in zip(configs, run_dirs):
+            (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+    logs = [_Log(run_dir / "log.csv", start if resume else None) for run_dir in run_dirs]
+    obs = np.stack([env.reset(seed=None if resume else s)[0] for env, s in zip(envs, seeds)])
+    episode_return, last_rows, last_ckpt, t0 = [0.0] * S, [None] * S, start, time.perf_counter()
 
     def save(step: int) -> None:
-        # Called at an episode end, before env.reset(): the env's RNG state alone recreates the next episode.
+        # Called when every episode has just ended, before env.reset(): the envs' RNG states alone
+        # recreate the next episodes.
         _save_atomic({
-            "config": config.to_dict(), "step": step, "episodes": episodes, "recent": recent, "metrics": metrics,
-            "wall_time_s": wall_before + time.perf_counter() - t0, "agent": agent.state_dict(),
-            "buffer": buffer.state_dict(), "warmup_rng": warmup_rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(), "env_rng": _env_rng_state(env),
+            "config": config.to_dict(), "seeds": seeds, "step": step, "episodes": episodes, "recent": recent,
+            "metrics": metrics, "wall_time_s": wall_before + time.perf_counter() - t0, "agent": agent.state_dict(),
+            "buffers": [b.state_dict() for b in buffers], "warmup_rngs": [r.bit_generator.state for r in warmup_rngs],
+            "torch_rng": torch.get_rng_state(), "env_rngs": [_env_rng_state(env) for env in envs],
         }, ckpt)
 
-    bar = tqdm(total=config.total_steps, initial=start, disable=not progress, desc=f"{config.agent.algo} {config.env_id}")
+    name = f"{config.agent.algo} {config.env_id}" + (f" x{S} seeds" if S > 1 else "")
+    bar = tqdm(total=config.total_steps, initial=start, disable=not progress, desc=name)
     step = start
     while step < config.total_steps:
         if step == config.warmup_steps and step > 0:
-            agent.calibrate_temperature(torch.from_numpy(buffer.reward[: buffer.size]))
+            agent.calibrate_temperature(torch.from_numpy(np.stack([b.reward[: b.size] for b in buffers])))
         if step < config.warmup_steps:
-            action = warmup_rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+            action = np.stack([rng.uniform(-1.0, 1.0, act_dim).astype(np.float32) for rng in warmup_rngs])
         else:
-            action = agent.act(torch.as_tensor(obs[None], dtype=torch.float32), agent.behaviour_mode)[0].cpu().numpy()
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, float(reward), next_obs, 0.0 if terminated else 1.0)
-        episode_return += float(reward)
-        obs = next_obs
+            action = agent.act(torch.as_tensor(obs[:, None], dtype=torch.float32), agent.behaviour_mode)[:, 0].cpu().numpy()
+        done = [False] * S
+        for s, env in enumerate(envs):
+            next_obs, reward, terminated, truncated, _ = env.step(action[s])
+            buffers[s].add(obs[s], action[s], float(reward), next_obs, 0.0 if terminated else 1.0)
+            episode_return[s] += float(reward)
+            obs[s] = next_obs
+            done[s] = terminated or truncated
         if step >= config.warmup_steps:
             for _ in range(config.utd):
-                for key, value in agent.update(buffer.sample(config.batch_size)).items():
-                    total, count = metrics.get(key, (0.0, 0))
-                    metrics[key] = (total + value, count + 1)
+                samples = [b.sample(config.batch_size) for b in buffers]
+                batch = {k: torch.stack([x[k] for x in samples]) for k in samples[0]}
+                for key, values in agent.update(batch).items():
+                    for s, value in enumerate(values if isinstance(values, list) else [values] * S):
+                        total, count = metrics[s].get(key, (0.0, 0))
+                        metrics[s][key] = (total + value, count + 1)
         step += 1
         bar.update(1)
         if step % config.eval_every == 0 or step == config.total_steps:
-            last_row = {
-                "step": step, "episodes": episodes,
-                "return_argmax": float(np.mean(evaluate(agent, eval_envs, "argmax", seed=config.seed * 7919 + step))),
-                "return_raw": float(np.mean(evaluate(agent, eval_envs, "raw", seed=config.seed * 7919 + step + 1))),
-                "train_return": float(np.mean(recent)) if recent else None,
-                "wall_time_s": wall_before + time.perf_counter() - t0,
-                "temperature": agent.temperature,
-                **{key: total / count for key, (total, count) in metrics.items() if key != "temperature"},
-            }
-            log.write(last_row)
-            bar.set_postfix(argmax=f"{last_row['return_argmax']:.3g}", raw=f"{last_row['return_raw']:.3g}")
-            metrics = {}
-        if terminated or truncated:
-            episodes += 1
-            recent = (recent + [episode_return])[-10:]
-            episode_return = 0.0
+            argmax = evaluate(agent, eval_envs, "argmax", seed=[s * 7919 + step for s in seeds])
+            raw = evaluate(agent, eval_envs, "raw", seed=[s * 7919 + step + 1 for s in seeds])
+            wall = wall_before + time.perf_counter() - t0
+            temps = agent.temperature
+            for s in range(S):
+                last_rows[s] = {
+                    "step": step, "episodes": episodes[s],
+                    "return_argmax": float(np.mean(argmax[s])), "return_raw": float(np.mean(raw[s])),
+                    "train_return": float(np.mean(recent[s])) if recent[s] else None, "wall_time_s": wall,
+                    "temperature": temps[s],
+                    **{key: total / count for key, (total, count) in metrics[s].items() if key != "temperature"},
+                }
+                logs[s].write(last_rows[s])
+            bar.set_postfix(argmax=f"{np.mean([r['return_argmax'] for r in last_rows]):.3g}",
+                            raw=f"{np.mean([r['return_raw'] for r in last_rows]):.3g}")
+            metrics = [{} for _ in seeds]
+        for s in range(S):
+            if done[s]:
+                episodes[s] += 1
+                recent[s] = (recent[s] + [episode_return[s]])[-10:]
+                episode_return[s] = 0.0
+        if all(done):  # a checkpoint needs every episode at its end (the envs are then reset from their RNG states)
             due = config.checkpoint_every is not None and step - last_ckpt >= config.checkpoint_every
             stopping = stop_after is not None and step >= stop_after
             if due or stopping:
@@ -456,15 +525,19 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 last_ckpt = step
             if stopping:
                 break
-            if step < config.total_steps:
-                obs, _ = env.reset()
+        if step < config.total_steps:
+            for s in range(S):
+                if done[s]:
+                    obs[s] = envs[s].reset()[0]
     else:
         save(step)  # the finished run: resumable with a larger total_steps (exactly so if it ended an episode)
     bar.close()
-    for e in (env, *eval_envs):
+    for e in (*envs, *(e for row in eval_envs for e in row)):
         e.close()
     wall = wall_before + time.perf_counter() - t0
-    write_manifest(run_dir, command=command or "python: rfm_teach.train.train(config, run_dir)", seeds=[config.seed],
-                   extra=_manifest_extra(config, step), wall_time_s=wall, device=device.type)
-    return {"step": step, "wall_time_s": wall_before + time.perf_counter() - t0, "log": run_dir / "log.csv",
-            "checkpoint": ckpt, "final_eval": last_row, "device": device.type}
+    for s, (c, run_dir) in enumerate(zip(configs, run_dirs)):
+        write_manifest(run_dir, command=command, seeds=[c.seed], extra=_manifest_extra(c, step, seeds),
+                       wall_time_s=wall, device=device.type)
+    return {"step": step, "wall_time_s": wall, "checkpoint": ckpt, "device": device.type,
+            "runs": [{"seed": c.seed, "log": run_dir / "log.csv", "final_eval": row}
+                     for c, run_dir, row in zip(configs, run_dirs, last_rows)]}

@@ -30,7 +30,7 @@ def _same_run(config: TrainConfig, tmp_path, stop_after: int) -> None:
     for part in ("actor", "critic", "critic_target"):
         for name, value in a["agent"][part].items():
             torch.testing.assert_close(value, b["agent"][part][name], rtol=0, atol=0, msg=f"{part}.{name}")
-    torch.testing.assert_close(a["buffer"]["obs"], b["buffer"]["obs"], rtol=0, atol=0)
+    torch.testing.assert_close(a["buffers"][0]["obs"], b["buffers"][0]["obs"], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
