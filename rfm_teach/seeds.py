@@ -16,11 +16,17 @@ samplers, the Boltzmann choice) is then unchanged; three things are not row-wise
 
 What "the same numbers" means here. Seed s of a batched run draws the same random numbers as a run of
 seed s alone, and every operation is mathematically the same. The floating-point results are not
-bit-identical: MKL's matrix products depend on the memory alignment of their operands (on this CPU a
-product of a view at an offset and of its aligned copy differ in the last bit for 2 % of shapes, see
-tests/test_seeds.py), and seed s > 0 sits at an offset in the batch. Runs therefore agree to rounding
+bit-identical: MKL's matrix products depend on the memory alignment of their operands (on our 2-core
+CPU, 30 of 1260 products of a view at an offset differ in the last bit from those of its aligned copy;
+``python benchmarks/seeds.py --alignment``), and seed s > 0 sits at an offset in the batch. Runs therefore agree to rounding
 after one update and, since RL trajectories amplify rounding, in distribution rather than bit for bit
 after many; a batched run is itself reproducible bit for bit.
+
+Cost. Batching removes the per-operation overhead S times over, not the arithmetic: where one seed's
+update is dominated by the cost of launching small operations (the bandit; SAC) S = 5 seeds cost
+1.1-1.5x one seed on a CPU, where it is dominated by arithmetic (the tiny-preset RFM update on
+Pendulum, with its ODE solve at s') 3.1-3.3x, against 5x for separate runs
+(``benchmarks/results/seeds.md``).
 
 Derived in notebooks/08_scaling_up.ipynb.
 """
