@@ -20,6 +20,7 @@ and ``manifest.json`` into ``--out`` (default ``rfm_teach/results/bandit/<run_id
 Usage::
 
     python benchmarks/bandit.py --variants rfm rfm_paper sac --critics learned exact --seeds 0 1 2 --jobs 2
+    python benchmarks/bandit.py --variants rfm_raw_endpoints --critics learned --seeds 0 1 2 3 4 --batched
     python benchmarks/bandit.py --quick          # a few hundred steps, to check the script itself
 """
 
@@ -115,31 +116,45 @@ def evaluate_agent(agent, temperature: float, samples: int, seed: int) -> list[d
 
 
 def run_one(job: dict) -> list[dict]:
-    """Train one (variant, critic, seed) with the loop of ``rfm-teach train`` and evaluate it."""
+    """Train one (variant, critic) for the job's seeds with the loop of ``rfm-teach train`` and evaluate each seed.
+
+    One seed: :func:`rfm_teach.train.train`. Several (``--batched``): one process, one batched agent
+    (:func:`rfm_teach.train.train_seeds`); ``train_wall_s`` is then the whole batch's time.
+    """
     torch.set_num_threads(1)
     from rfm_teach.agent import Agent
     from rfm_teach.envs import BANDIT_ID, BANDIT_LANDSCAPES
-    from rfm_teach.train import make_config, train
+    from rfm_teach.seeds import seed_slice
+    from rfm_teach.train import make_config, train, train_seeds
 
     agent_cfg = {"temperature": job["temperature"], **job["agent_overrides"], **VARIANTS[job["variant"]],
                  **CRITICS[job["critic"]]}
-    config = make_config(job["preset"], env_id=BANDIT_ID, total_steps=job["steps"], seed=job["seed"],
+    seeds = job["seeds"]
+    config = make_config(job["preset"], env_id=BANDIT_ID, total_steps=job["steps"], seed=seeds[0],
                          device="cpu", **job["train_overrides"], agent=agent_cfg)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = train(config, Path(tmp) / "run", progress=False)
+        if len(seeds) == 1:
+            result = train(config, Path(tmp) / "run", progress=False)
+        else:
+            result = train_seeds(config, seeds, tmp, progress=False)
         wall = time.perf_counter() - start
-        state = torch.load(result["checkpoint"], weights_only=False)
-    agent = Agent(len(BANDIT_LANDSCAPES), 2, config.agent, seed=config.seed)
-    agent.load_state_dict(state["agent"])
-    rows = evaluate_agent(agent, config.agent.temperature, job["samples"], job["seed"])
-    for row in rows:
-        row.update(variant=job["variant"], critic=job["critic"], seed=job["seed"], train_wall_s=round(wall, 2),
-                   agent=json.dumps({k: v for k, v in agent_cfg.items()}, sort_keys=True))
-    print(f"{job['variant']:>18} {job['critic']:>7} seed {job['seed']}: raw "
-          f"{np.mean([r['raw_return'] for r in rows]):.3f} / pi* {np.mean([r['return_pi'] for r in rows]):.3f}, "
-          f"wall {np.mean([r['wall'] for r in rows]):.3f} / {np.mean([r['wall_pi'] for r in rows]):.3f}, "
-          f"{wall:.0f} s", flush=True)
+        state = torch.load(result["checkpoint"], weights_only=False)["agent"]
+    rows = []
+    for i, seed in enumerate(seeds):
+        agent = Agent(len(BANDIT_LANDSCAPES), 2, config.agent, seed=seed)
+        for part in ("actor", "critic"):
+            getattr(agent, part).load_state_dict(seed_slice(state[part], i))
+        agent.temperatures = [float(state["temperatures"][i])]
+        seed_rows = evaluate_agent(agent, config.agent.temperature, job["samples"], seed)
+        for row in seed_rows:
+            row.update(variant=job["variant"], critic=job["critic"], seed=seed, train_wall_s=round(wall, 2),
+                       agent=json.dumps({k: v for k, v in agent_cfg.items()}, sort_keys=True))
+        print(f"{job['variant']:>18} {job['critic']:>7} seed {seed}: raw "
+              f"{np.mean([r['raw_return'] for r in seed_rows]):.3f} / pi* {np.mean([r['return_pi'] for r in seed_rows]):.3f}, "
+              f"wall {np.mean([r['wall'] for r in seed_rows]):.3f} / {np.mean([r['wall_pi'] for r in seed_rows]):.3f}, "
+              f"{wall:.0f} s", flush=True)
+        rows += seed_rows
     return rows
 
 
@@ -185,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides on top of the preset: TrainConfig fields or agent.<field>")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
+    p.add_argument("--batched", action="store_true",
+                   help="train the seeds of each (variant, critic) together in one process (rfm_teach.train.train_seeds)")
     p.add_argument("--quick", action="store_true", help="300 steps, 1 seed, rfm and sac: check the script")
     p.add_argument("--out", default=None, help="output directory (default rfm_teach/results/bandit/<run_id>)")
     args = p.parse_args(argv)
@@ -193,10 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     if "rfm_exact_target" in args.variants and args.critics != ["exact"]:
         raise SystemExit("--variants rfm_exact_target needs --critics exact (the exact target is the true Q's posterior)")
     train_overrides, agent_overrides = parse_overrides(args.set)
-    jobs = [{"variant": v, "critic": c, "seed": s, "steps": args.steps, "preset": args.preset,
+    seed_groups = [list(args.seeds)] if args.batched else [[s] for s in args.seeds]
+    jobs = [{"variant": v, "critic": c, "seeds": g, "steps": args.steps, "preset": args.preset,
              "temperature": args.temperature, "samples": args.samples, "train_overrides": train_overrides,
              "agent_overrides": agent_overrides}
-            for v in args.variants for c in args.critics for s in args.seeds]
+            for v in args.variants for c in args.critics for g in seed_groups]
     run_id = f"{args.preset}_steps{args.steps}_T{args.temperature:g}" + ("_quick" if args.quick else "")
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "rfm_teach" / "results" / "bandit" / run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
                           "variants": {v: VARIANTS[v] for v in args.variants},
                           "critics": {c: CRITICS[c] for c in args.critics},
                           "overrides": {"train": train_overrides, "agent": agent_overrides},
+                          "batched": args.batched,
                           "evaluation": "raw sample (one policy sample) and best-of-M by the agent's Q "
                                         "(SAC: tanh(mean)); distances against exact pi* on a 201^2 grid"})
     print(f"wrote {out}")

@@ -103,7 +103,7 @@ class TrainArgs:
     out: str | None = None
     """output directory (default: runs/<env>_<algo>_<UTC time>); each seed writes OUT/seed_<s>/."""
     resume: bool = False
-    """continue from OUT/checkpoints/seed_<s>.pt (needs --out; a missing checkpoint is an error)."""
+    """continue from the checkpoint in OUT/checkpoints/ (seed_<s>.pt, or seeds_<s0>_<s1>_....pt for several seeds; needs --out; a missing checkpoint is an error)."""
     progress: bool = True
     """show a progress bar."""
     threads: int | None = None

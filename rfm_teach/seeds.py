@@ -23,10 +23,10 @@ after one update and, since RL trajectories amplify rounding, in distribution ra
 after many; a batched run is itself reproducible bit for bit.
 
 Cost. Batching removes the per-operation overhead S times over, not the arithmetic: where one seed's
-update is dominated by the cost of launching small operations (the bandit; SAC) S = 5 seeds cost
-1.1-1.5x one seed on a CPU, where it is dominated by arithmetic (the tiny-preset RFM update on
-Pendulum, with its ODE solve at s') 3.1-3.3x, against 5x for separate runs
-(``benchmarks/results/seeds.md``).
+update is dominated by the cost of launching small operations (the bandit; SAC), S seeds cost little
+more than one on a CPU; where it is dominated by arithmetic (the tiny-preset RFM update on Pendulum,
+with its ODE solve at s') batching saves less. ``python benchmarks/seeds.py`` measures both against
+one seed in the same run (``benchmarks/results/seeds.md``).
 
 Derived in notebooks/08_scaling_up.ipynb.
 """
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SeedGenerators", "SeedLinear", "stack_seeds", "randn", "rand", "multinomial", "seed_mean",
+__all__ = ["SeedGenerators", "SeedLinear", "stack_seeds", "seed_slice", "randn", "rand", "multinomial", "seed_mean",
            "clip_grad_norm_per_seed", "Generator"]
 
 
@@ -165,6 +165,11 @@ def stack_seeds(modules: Sequence[nn.Module]) -> nn.Module:
         owner = stacked.get_submodule(owner_name) if owner_name else stacked
         setattr(owner, leaf, nn.Parameter(torch.cat([p[name].detach() for p in params]), requires_grad=params[0][name].requires_grad))
     return stacked
+
+
+def seed_slice(state_dict: dict[str, Tensor], s: int) -> dict[str, Tensor]:
+    """Seed s of a stacked module's ``state_dict``: every entry's slice [s : s + 1], loadable into an S = 1 module."""
+    return {k: v[s:s + 1].clone() for k, v in state_dict.items()}
 
 
 def clip_grad_norm_per_seed(params: Iterable[Tensor], max_norm: float, n_seeds: int) -> Tensor:

@@ -40,3 +40,15 @@ def test_readme_and_results_page_restate_the_csv():
     block = readme.split("<!-- estimator-benchmark:start -->")[1].split("<!-- estimator-benchmark:end -->")[0]
     assert summary in block
     assert summary in (RESULTS / "estimators.md").read_text()
+
+
+def test_readme_restates_the_seed_benchmark():
+    """The README's batched-seed ratios are the ones benchmarks/seeds.py wrote, not typed numbers."""
+    import json
+
+    result = json.loads((RESULTS / "seeds.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert result["command"] in readme
+    ratios = {r["what"]: r["ratio"] for r in result["rows"]}
+    for what in ("loop, rfm_teach/ContextualBandit-v0, rfm", "loop, Pendulum-v1, sac", "loop, Pendulum-v1, rfm"):
+        assert f"{ratios[what]:.2f}x" in readme, what
