@@ -136,3 +136,19 @@ def test_train_seeds_writes_one_run_per_seed_and_resumes_exactly(tmp_path):
     first_batched, first_alone = _rows(whole["runs"][0]["log"])[0], _rows(alone["log"])[0]
     for key in ("return_argmax", "return_raw"):
         assert float(first_batched[key]) == pytest.approx(float(first_alone[key]), abs=1e-4)
+
+
+def test_one_seed_of_a_batch_runs_alone():
+    """seed_slice: seed s of a batched agent, loaded into an agent built with that seed, acts as it did in the batch."""
+    cfg = AgentConfig(**SMALL)
+    batched = Agent(3, 2, cfg, seed=[4, 7])
+    batched.update(_batch(2, 16, 3, 2))
+    state = batched.state_dict()
+    obs = torch.randn(2, 6, 3)
+    in_batch = batched.act(obs, "argmax", SeedGenerators([0, 1]))
+    for i, seed in enumerate([4, 7]):
+        alone = Agent(3, 2, cfg, seed=seed)
+        for part in ("actor", "critic"):
+            getattr(alone, part).load_state_dict(seeds.seed_slice(state[part], i))
+        torch.testing.assert_close(alone.act(obs[i], "argmax", torch.Generator().manual_seed(i)), in_batch[i],
+                                   rtol=1e-4, atol=1e-5)
