@@ -59,9 +59,12 @@ def test_train_two_seeds_then_plot(tmp_path):
         assert manifest["command"].startswith("rfm-teach train --env")
         assert set(manifest["files"]) == {"config.json", "log.csv"}
         assert json.loads((run / "config.json").read_text())["seed"] == seed
-        assert (out / "checkpoints" / f"seed_{seed}.pt").exists()
+    assert (out / "checkpoints" / "seeds_0_1.pt").exists()  # the two seeds trained as one batched agent
+    # --resume continues the batch from its checkpoint (a larger --steps)
+    assert main(_train_args(out, "--seeds", "0", "1", "--algo", "rfm", "--resume", "--steps", "90")) == 0
+    assert load_curves(out)[0].tolist() == [30, 60, 90]
     steps, values = load_curves(out)
-    assert steps.tolist() == [30, 60] and values.shape == (2, 2)
+    assert steps.tolist() == [30, 60, 90] and values.shape == (2, 3)
     for stat in ("mean", "iqm"):
         figure = tmp_path / f"fig_{stat}.png"
         assert main(["plot", str(out), str(out / "seed_0"), "-o", str(figure), "--stat", stat]) == 0
