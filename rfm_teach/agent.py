@@ -58,6 +58,10 @@ collected during the random warm-up, frozen afterwards. Multiplying all rewards 
 lambda by k and leaves the target policy unchanged, and a frozen lambda keeps the actor's target
 stationary. This is our choice, not the authors'; it is untested at scale.
 
+Seeds. ``Agent(..., seed=[s0, s1, ...])`` is S independent agents in one set of networks (stacked
+weights, one generator per seed, per-seed losses and clipping; :mod:`rfm_teach.seeds`): each seed starts
+from the weights an agent built with that seed alone has, and draws the same random numbers.
+
 Host reads. :meth:`Agent.update` validates nothing on the device (the estimator, the target and the
 policy are called with ``check=False``; inputs are the loop's own buffer). It reads the device once
 for control flow (whether any transition of the batch bootstraps: a one-step bandit skips the ODE

@@ -17,6 +17,10 @@ restored generator and continues bit-for-bit: on the same device and thread coun
 CSV rows (wall time aside) as a run that was never stopped. Evaluation uses its own environments and a
 generator seeded from (seed, step), so it never perturbs training.
 
+:func:`train_seeds` runs the same loop for S seeds at once: one batched agent (:mod:`rfm_teach.seeds`),
+S environments stepped in lockstep, S buffers, one batched update per step; each seed writes the
+directory its own :func:`train` run would.
+
 Derived in notebooks/07_online_bandit.ipynb and 08_scaling_up.ipynb.
 """
 
