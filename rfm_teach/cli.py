@@ -45,7 +45,7 @@ import tyro
 
 from .agent import AgentConfig
 from .stats import clip_band, clip_interval, iqm_ci, mean_ci95
-from .train import PRESETS, TrainConfig, make_config, train, train_seeds
+from .train import PRESETS, TrainConfig, batch_checkpoint, make_config, train, train_seeds
 
 __all__ = ["TRAIN_ALIASES", "TrainArgs", "PlotArgs", "help_text", "load_curves", "main",
            "plot_runs", "metric_range"]
@@ -270,7 +270,7 @@ def _train(argv: list[str]) -> int:
 
     make_env(config.env_id).close()  # unknown id, non-Box space, missing extra: fail now, not after seed 0
     out = Path(args.out) if args.out is not None else default_out(config.env_id, config.agent.algo)
-    ckpt = out / "checkpoints" / (f"seed_{seeds[0]}.pt" if len(seeds) == 1 else "seeds_" + "_".join(map(str, seeds)) + ".pt")
+    ckpt = out / "checkpoints" / f"seed_{seeds[0]}.pt" if len(seeds) == 1 else batch_checkpoint(out, seeds)
     if args.resume and not ckpt.exists():
         raise UsageError(f"--resume: no checkpoint at {str(ckpt)!r}; drop --resume to start a fresh run")
     check_out_dir(out, "--out")

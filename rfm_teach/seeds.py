@@ -33,6 +33,7 @@ Derived in notebooks/08_scaling_up.ipynb.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 
@@ -154,8 +155,6 @@ def stack_seeds(modules: Sequence[nn.Module]) -> nn.Module:
     """
     if not modules:
         raise ValueError("stack_seeds needs at least one module")
-    import copy
-
     stacked = copy.deepcopy(modules[0])
     if len(modules) == 1:
         return stacked

@@ -53,6 +53,7 @@ __all__ = [
     "evaluate",
     "make_config",
     "resolve_device",
+    "batch_checkpoint",
     "train",
     "train_seeds",
 ]
@@ -375,7 +376,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     """
     run_dir = Path(run_dir)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else run_dir.parent / "checkpoints" / f"{run_dir.name}.pt"
-    result = _run(config, [config.seed] if isinstance(config, TrainConfig) else [], [run_dir], ckpt, resume=resume,
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
+    result = _run(config, [config.seed], [run_dir], ckpt, resume=resume,
                   stop_after=stop_after, progress=progress,
                   command=command or "python: rfm_teach.train.train(config, run_dir)")
     run = result["runs"][0]
@@ -405,9 +408,13 @@ def train_seeds(config: TrainConfig, seeds: Sequence[int], out: str | os.PathLik
     for seed in seeds:
         _check_int("seed", seed, 0)
     out = Path(out)
-    ckpt = out / "checkpoints" / ("seeds_" + "_".join(str(s) for s in seeds) + ".pt")
-    return _run(config, seeds, [out / f"seed_{s}" for s in seeds], ckpt, resume=resume, stop_after=stop_after,
+    return _run(config, seeds, [out / f"seed_{s}" for s in seeds], batch_checkpoint(out, seeds), resume=resume, stop_after=stop_after,
                 progress=progress, command=command or "python: rfm_teach.train.train_seeds(config, seeds, out)")
+
+
+def batch_checkpoint(out: str | os.PathLike, seeds: Sequence[int]) -> Path:
+    """Where :func:`train_seeds` checkpoints the batch ``seeds`` run into ``out``: ``out/checkpoints/seeds_<s0>_<s1>_....pt``."""
+    return Path(out) / "checkpoints" / ("seeds_" + "_".join(str(s) for s in seeds) + ".pt")
 
 
 def _run(config: TrainConfig, seeds: list[int], run_dirs: list[Path], ckpt: Path, *, resume: bool,
