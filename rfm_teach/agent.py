@@ -355,11 +355,23 @@ class Agent:
         """lambda: a float for one seed, one per seed for a batch."""
         return self.temperatures if self.batched else self.temperatures[0]
 
+    @property
+    def temperatures(self) -> list[float]:
+        """lambda per seed, (S,) floats."""
+        return self._temperatures
+
+    @temperatures.setter
+    def temperatures(self, values: list[float]) -> None:
+        self._temperatures = [float(v) for v in values]
+        # Built once here, not per update: None when every seed shares lambda (a float is passed instead).
+        self._temperature_tensor = (None if len(set(self._temperatures)) == 1
+                                    else torch.tensor(self._temperatures, device=self.device))
+
     def _row_temperature(self, rows: int, dims: int = 1) -> float | Tensor:
         """lambda for ``rows`` seed-major rows: a float when all seeds share it, else (rows,) (or (rows, 1) for dims=2)."""
-        if len(set(self.temperatures)) == 1:
-            return self.temperatures[0]
-        per_row = torch.tensor(self.temperatures, device=self.device).repeat_interleave(rows // self.n_seeds)
+        if self._temperature_tensor is None:
+            return self._temperatures[0]
+        per_row = self._temperature_tensor.repeat_interleave(rows // self.n_seeds)
         return per_row if dims == 1 else per_row[:, None]
 
     def calibrate_temperature(self, rewards: Tensor) -> float | list[float]:
@@ -585,7 +597,7 @@ class Agent:
             getattr(self, name).load_state_dict(state[name])
         self.seeds = list(state["seeds"])
         self.generator.set_state(state["generator"] if self.batched else state["generator"][0])
-        self.temperatures = [float(t) for t in state["temperatures"]]
+        self.temperatures = state["temperatures"]
         if self.config.algo == "sac":
             with torch.no_grad():
                 self.log_alpha.copy_(state["log_alpha"])

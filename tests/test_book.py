@@ -245,11 +245,15 @@ def _measure(page: str) -> dict:
     head, tail = text.rsplit("</body>", 1)  # the last one: outputs may contain the string too
     probe.write_text(head + MEASURE_JS + "</body>" + tail)
     try:
-        result = _browser("--dump-dom", "--window-size=1280,1600", probe.as_uri(), budget_ms=30000)
+        for _ in range(3):  # a loaded machine can end Chromium's run before the script reports: try again
+            result = _browser("--dump-dom", "--window-size=1280,1600", probe.as_uri(), budget_ms=30000)
+            found = re.search(r'<pre id="rfm-check">(.*?)</pre>', result.stdout, re.S)
+            if found:
+                break
     finally:
         probe.unlink(missing_ok=True)
-    found = re.search(r'<pre id="rfm-check">(.*?)</pre>', result.stdout, re.S)
-    assert found, f"{page}: the measuring script did not report (MathJax never finished?)"
+    assert found, (f"{page}: the measuring script did not report in three tries (MathJax never finished?); "
+                   f"Chromium rc {result.returncode}: {result.stderr[-1000:]}")
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
 
 
