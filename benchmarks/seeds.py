@@ -6,13 +6,13 @@ process, and the ratio of wall times is printed: the issue's bar is S = 5 seeds 
 of one. Then one update alone (:meth:`rfm_teach.agent.Agent.update` on random batches, no environment)
 for S = 1 and S, and the cost of S separate runs (S x one seed) beside it.
 
-``--alignment`` also scans matrix shapes for what makes batched and separate runs differ in the last
-bit: the share of products whose result changes when an operand is a view at an offset instead of an
-aligned copy (see :mod:`rfm_teach.seeds`).
+``--identity`` also scans layer shapes for whether a batch of seeds gives each seed's numbers bit for
+bit: the share of shapes where S stacked SeedLinear layers give every seed the output and gradients of
+its layer alone (see :mod:`rfm_teach.seeds`).
 
 Usage::
 
-    python benchmarks/seeds.py --threads 1 --seeds 5 --steps 600 --alignment
+    python benchmarks/seeds.py --threads 1 --seeds 5 --steps 600 --identity
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from rfm_teach.agent import Agent
 from rfm_teach.cli import keep_freed_memory
+from rfm_teach.seeds import SeedLinear, stack_seeds
 from rfm_teach.train import make_config, train_seeds
 
 RESULTS = Path(__file__).parent / "results"
@@ -60,18 +60,35 @@ def update_ms(n_seeds: int, algo: str, updates: int, obs_dim: int = 3, act_dim: 
     return 1000 * (time.perf_counter() - t0) / updates
 
 
-def alignment_scan() -> dict:
-    """Share of F.linear calls whose result differs between a view at an offset and its aligned copy."""
+def identity_scan(n_seeds: int = 5) -> dict:
+    """Share of layer shapes (rows per seed n, in, out) where a batch of S stacked SeedLinear layers gives
+    every seed the output and the gradients (input, weight, bias) of its layer alone, bit for bit.
+
+    Counted over all shapes, over those with n a multiple of 16, and over those where also in * out is a
+    multiple of 16 and in > 1 (every layer of the presets' networks, whose widths are multiples of 16).
+    """
     torch.manual_seed(0)
-    total = differ = 0
-    for n, i, o in itertools.product([1, 5, 16, 64, 512, 2048], [1, 2, 3, 6, 17, 64, 70], [1, 2, 6, 16, 64, 256]):
-        w, b, x = torch.randn(5, o, i), torch.randn(5, o), torch.randn(5, n, i)
-        for s in range(5):
-            total += 1
-            view = F.linear(x[s], w[s], b[s])
-            copy = F.linear(x[s].clone(), w[s].clone(), b[s].clone())
-            differ += int(not torch.equal(view, copy))
-    return {"products": total, "differ": differ}
+    keys = ("all", "rows_16", "rows_16_weights_16")
+    counts = {key: [0, 0] for key in keys}  # [identical, total]
+    for n, i, o in itertools.product([1, 5, 16, 64, 512], [1, 3, 6, 17, 64], [1, 2, 6, 16, 64]):
+        layers = [SeedLinear(i, o) for _ in range(n_seeds)]
+        batch = stack_seeds(layers)
+        x = torch.randn(n_seeds, n, i, requires_grad=True)
+        y = batch(x)
+        y.pow(2).sum().backward()
+        for s, layer in enumerate(layers):
+            xs = x.detach()[s].clone().requires_grad_(True)
+            ys = layer(xs)
+            ys.pow(2).sum().backward()
+            same = all(torch.equal(a, b) for a, b in ((ys, y[s]), (xs.grad, x.grad[s]),
+                                                       (layer.weight.grad, batch.weight.grad[s:s + 1]),
+                                                       (layer.bias.grad, batch.bias.grad[s:s + 1])))
+            where = (True, n % 16 == 0, n % 16 == 0 and (i * o) % 16 == 0 and i > 1)
+            for key, inside in zip(keys, where):
+                if inside:
+                    counts[key][0] += int(same)
+                    counts[key][1] += 1
+    return {key: {"identical": a, "shapes": b} for key, (a, b) in counts.items()}
 
 
 def main() -> None:
@@ -80,7 +97,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600, help="loop steps per run (tiny preset: 256 warm-up, then one update per step)")
     ap.add_argument("--updates", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--alignment", action="store_true")
+    ap.add_argument("--identity", action="store_true", help="also scan layer shapes for bit-identical seeds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -97,12 +114,12 @@ def main() -> None:
         rows.append({"what": f"one update, {algo} (ms)", "one_seed_s": one, "batch_s": many, "ratio": many / one})
         print(rows[-1], flush=True)
     result = {"command": f"python benchmarks/seeds.py --threads {args.threads} --seeds {S} --steps {args.steps}"
-                         + (" --alignment" if args.alignment else ""),
+                         + (" --identity" if args.identity else ""),
               "seeds": S, "threads": args.threads, "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows}
-    if args.alignment:
-        result["alignment"] = alignment_scan()
-        print(result["alignment"])
+    if args.identity:
+        result["identity"] = identity_scan(S)
+        print(result["identity"])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"`{result['command']}` ({result['date']}, torch {result['torch']}, {args.threads} thread(s)); "
@@ -110,9 +127,15 @@ def main() -> None:
              f"| what | one seed | {S} seeds batched | ratio (bar: <= 2) | {S} separate runs |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['what']} | {r['one_seed_s']:.2f} | {r['batch_s']:.2f} | {r['ratio']:.2f}x | {S}.00x |")
-    if args.alignment:
-        a = result["alignment"]
-        lines += ["", f"Alignment: {a['differ']} of {a['products']} products F.linear(view) != F.linear(aligned copy)."]
+    if args.identity:
+        c = result["identity"]
+        lines += ["", "Bit-identical seeds (forward and backward of S stacked SeedLinear layers against each layer alone, "
+                      "over layer shapes rows per seed x in x out): "
+                      + "; ".join(f"{c[k]['identical']} of {c[k]['shapes']} {label}" for k, label in
+                                  (("all", "shapes"), ("rows_16", "with rows per seed a multiple of 16"),
+                                   ("rows_16_weights_16", "with also in x out a multiple of 16 and in > 1 "
+                                                          "(every layer of the presets)")))
+                      + "."]
     (RESULTS / "seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -363,13 +363,20 @@ class Agent:
     @temperatures.setter
     def temperatures(self, values: list[float]) -> None:
         self._temperatures = [float(v) for v in values]
-        # Built once here, not per update: None when every seed shares lambda (a float is passed instead).
-        self._temperature_tensor = (None if len(set(self._temperatures)) == 1
-                                    else torch.tensor(self._temperatures, device=self.device))
+        self._temperature_tensor = torch.tensor(self._temperatures, device=self.device)  # once here, not per update
+
+    def _seed_temperature(self) -> float | Tensor:
+        """lambda as the actor is conditioned on it: a float with ``temperature_mode="fixed"`` (every seed
+        shares it), else (S,), one per seed.
+
+        The form depends on the mode only, never on the values, so that a seed computes the same
+        floating-point operations alone and in a batch (:mod:`rfm_teach.seeds`).
+        """
+        return self._temperatures[0] if self.config.temperature_mode == "fixed" else self._temperature_tensor
 
     def _row_temperature(self, rows: int, dims: int = 1) -> float | Tensor:
-        """lambda for ``rows`` seed-major rows: a float when all seeds share it, else (rows,) (or (rows, 1) for dims=2)."""
-        if self._temperature_tensor is None:
+        """lambda for ``rows`` seed-major rows: a float (mode "fixed"), else (rows,) (or (rows, 1) for dims=2)."""
+        if self.config.temperature_mode == "fixed":
             return self._temperatures[0]
         per_row = self._temperature_tensor.repeat_interleave(rows // self.n_seeds)
         return per_row if dims == 1 else per_row[:, None]
@@ -396,7 +403,7 @@ class Agent:
 
     # ---- acting -----------------------------------------------------------------------------------
     def _latents(self, obs: Tensor, n: int, generator: Generator) -> Tensor:
-        return self.actor.sample(obs, n, temperature=self._row_temperature(obs.shape[0]), steps=self.config.steps,
+        return self.actor.sample(obs, n, temperature=self._seed_temperature(), steps=self.config.steps,
                                  generator=generator)
 
     def _pick(self, obs: Tensor, u: Tensor, mode: str, generator: Generator) -> Tensor:
@@ -514,7 +521,7 @@ class Agent:
             u1 = self._pick(obs, particles, "boltzmann", gen) if cfg.endpoints == "boltzmann" else particles[:, 0]
             next_value = self._next_value(batch)
         critic_loss = self._critic_update(batch, next_value)
-        temp = self._row_temperature(obs.shape[0])
+        temp, row_temp = self._seed_temperature(), self._row_temperature(obs.shape[0], 2)
 
         def q(a: Tensor) -> Tensor:  # draws (B, K, d) -> (B, K): the state-conditioned (updated) critic
             return self.q_value(obs[:, None, :].expand(-1, a.shape[1], -1), a)
@@ -522,7 +529,7 @@ class Agent:
         if isinstance(temp, float):
             target = Boltzmann(q, temp, squash=True, check=False)
         else:  # one lambda per seed: exp(Q / lambda_row) is Boltzmann(Q / lambda_row, 1)
-            target = Boltzmann(lambda a: q(a) / temp[:, None], 1.0, squash=True, check=False)
+            target = Boltzmann(lambda a: q(a) / row_temp, 1.0, squash=True, check=False)
         path = self.actor.path
         if cfg.algo == "qsm":
             def exact_mu1(u_t: Tensor, t: Tensor) -> Tensor:

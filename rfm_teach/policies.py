@@ -208,6 +208,11 @@ class _PathPolicy(nn.Module):
     def _device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    @property
+    def n_seeds(self) -> int:
+        """S, the seeds stacked in the network (:mod:`rfm_teach.seeds`); 1 for a policy built alone."""
+        return self.net.inp.n_seeds
+
     def _check_obs(self, obs: Tensor) -> Tensor:
         if not isinstance(obs, Tensor):
             raise TypeError(f"obs must be a torch.Tensor of shape (B, {self.obs_dim}); got {type(obs).__name__}")
@@ -225,13 +230,15 @@ class _PathPolicy(nn.Module):
         return x.to(self._dtype)
 
     def _check_temperature(self, temperature: float | Tensor, batch: int, check: bool = True) -> Tensor:
-        """(batch,) temperatures; a float gives a (1,) tensor (broadcast: embedded once)."""
+        """(batch,) temperatures, (S,) one per seed, or (1,); a float gives a (1,) tensor. (1,) and (S,) are
+        embedded once per seed and broadcast over the seed's rows."""
         if isinstance(temperature, Tensor):
             temp = temperature.to(self._dtype)
             if temp.dim() == 0:
                 temp = temp.reshape(1)
-            if temp.shape not in ((batch,), (1,)):
-                raise ValueError(f"temperature must be a float or a tensor of shape ({batch},); got {tuple(temperature.shape)}")
+            if temp.shape not in ((batch,), (1,), (self.n_seeds,)):
+                raise ValueError(f"temperature must be a float or a tensor of shape ({batch},) (one per row) or "
+                                 f"({self.n_seeds},) (one per seed); got {tuple(temperature.shape)}")
             if check and not bool(((temp > 0) & torch.isfinite(temp)).all()):
                 raise ValueError(f"temperature must be finite and > 0; got {temperature!r}")
             return temp
@@ -355,7 +362,7 @@ class _PathPolicy(nn.Module):
             raise ValueError(f"u1 must have one row per state: obs has {obs.shape[0]}, u1 has shape {tuple(u1.shape)}")
         t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1,
                                                 prior_samples=prior_samples, check=check)
-        S = self.net.inp.n_seeds  # a mean per seed, summed: seed s's gradient is that of its own loss
+        S = self.n_seeds  # a mean per seed, summed: seed s's gradient is that of its own loss
         per_seed = seeds.seed_mean((self.net(obs, u_t, t, temp) - y) ** 2, S)
         loss = per_seed.sum()
         info = {  # per seed, (S,)
@@ -380,7 +387,7 @@ class _PathPolicy(nn.Module):
         batch = obs.shape[0]
         obs_rep = obs.repeat_interleave(n, 0)  # (B n, ds): row b*n + j is sample j of state b
         temp = self._check_temperature(temperature, batch)
-        if temp.shape[0] > 1:
+        if temp.shape[0] not in (1, self.n_seeds):  # one per row: one per particle
             temp = temp.repeat_interleave(n, 0)
         u = seeds.randn((batch * n, self.act_dim), generator, dtype=self._dtype, device=self._device)
         return obs_rep, temp, u

@@ -15,12 +15,17 @@ samplers, the Boltzmann choice) is then unchanged; three things are not row-wise
   (:func:`clip_grad_norm_per_seed`). Adam and Polyak averaging are elementwise and need nothing.
 
 What "the same numbers" means here. Seed s of a batched run draws the same random numbers as a run of
-seed s alone, and every operation is mathematically the same. The floating-point results are not
-bit-identical: MKL's matrix products depend on the memory alignment of their operands (on our 2-core
-CPU, 30 of 1260 products of a view at an offset differ in the last bit from those of its aligned copy;
-``python benchmarks/seeds.py --alignment``), and seed s > 0 sits at an offset in the batch. Runs therefore agree to rounding
-after one update and, since RL trajectories amplify rounding, in distribution rather than bit for bit
-after many; a batched run is itself reproducible bit for bit.
+seed s alone and computes the same floating-point operations, so the two agree bit for bit, updates,
+evaluations and all (a test checks whole training runs). That needs two things of the kernels. A
+matrix product of one row per seed, or with one output (a Q head), would go to a matrix-vector kernel
+whose rounding depends on how many matrices are in the batch; those are written as elementwise
+products and sums instead (``SeedLinear.forward`` with out = 1, ``SeedLinear.part`` with one row
+per seed). And MKL's batched products round the same way for every matrix of a batch only when each
+seed's block starts on a 64-byte boundary: true when the rows per seed and the layer widths are
+multiples of 16, as in every preset (batch 64, particles 16 or 32, widths 64 or 256). Elsewhere a
+batched run agrees with separate runs to rounding (about 1e-8 after an update) and, since RL
+trajectories amplify rounding, in distribution after many. ``python benchmarks/seeds.py --identity``
+counts the layer shapes that are bit-identical; a batched run is always reproducible bit for bit.
 
 Cost. Batching removes the per-operation overhead S times over, not the arithmetic: where one seed's
 update is dominated by the cost of launching small operations (the bandit; SAC), S seeds cost little
@@ -137,14 +142,20 @@ class SeedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        y = torch.baddbmm(self.bias[:, None], x.reshape(self.n_seeds, -1, self.in_features), self.weight.transpose(1, 2))
+        x3 = x.reshape(self.n_seeds, -1, self.in_features)
+        if self.out_features == 1:  # a dot product per row (see the module docstring: same kernel for any S)
+            y = (x3 * self.weight).sum(-1, keepdim=True) + self.bias[:, None]
+        else:
+            y = torch.baddbmm(self.bias[:, None], x3, self.weight.transpose(1, 2))
         return y.reshape(*lead, self.out_features)
 
     def part(self, x: Tensor, cols: slice) -> Tensor:
-        """x W_s[:, cols]^T without bias: x (R, k) with R = 1 (one row shared by every seed) or R = S N -> (S, R / S, out)."""
-        w = self.weight[:, :, cols].transpose(1, 2)
-        x3 = x.expand(self.n_seeds, 1, x.shape[-1]) if x.shape[0] == 1 else x.reshape(self.n_seeds, -1, x.shape[-1])
-        return torch.bmm(x3, w)
+        """x W_s[:, cols]^T without bias: x (R, k) -> (S, R / S, out), or (S, 1, out) when R = 1 (one row shared
+        by every seed) or R = S (one row per seed)."""
+        w = self.weight[:, :, cols]
+        if x.shape[0] in (1, self.n_seeds):  # one row per seed: a dot product per output (module docstring)
+            return (w * x[:, None, :]).sum(-1)[:, None]
+        return torch.bmm(x.reshape(self.n_seeds, -1, x.shape[-1]), w.transpose(1, 2))
 
 
 def stack_seeds(modules: Sequence[nn.Module]) -> nn.Module:

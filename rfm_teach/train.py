@@ -394,8 +394,9 @@ def train_seeds(config: TrainConfig, seeds: Sequence[int], out: str | os.PathLik
     Seed s writes ``out/seed_<s>/`` = {config.json, log.csv, manifest.json} exactly as :func:`train` of
     ``replace(config, seed=s)`` would (its config.json is that config; the manifest adds
     ``extra.batched_seeds``), and the batch checkpoints to ``out/checkpoints/seeds_<s0>_<s1>_...pt``.
-    Seed s draws the same random numbers as it would alone; results agree with separate runs to
-    floating-point rounding, not bit for bit (see :mod:`rfm_teach.seeds`). A checkpoint is taken at a
+    Seed s draws the same random numbers and computes the same operations as it would alone: its log is
+    that of a separate run bit for bit when the batch size, particles and widths are multiples of 16 (every
+    preset), else to rounding (see :mod:`rfm_teach.seeds`). A checkpoint is taken at a
     step where every seed's episode ends together (always, for environments whose episodes all have
     the same length, e.g. Pendulum, HalfCheetah, DMC and the bandit); where episodes end at different
     times, only the finished run is checkpointed.
