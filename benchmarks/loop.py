@@ -6,10 +6,10 @@ choice for RFM, a Gaussian sample for SAC) + env step + store + one update. The 
 measured within one run, so it depends less on what else the machine is doing than absolute numbers.
 
 ``--parts`` then times the pieces of one RFM update on the same batches (mean ms over ``--steps``):
-particle sampling at s (the M particles, ODE solve), the particle choice (critic on M actions +
-Boltzmann draw), the s' solve and target value (skipped when the batch is all terminal), the critic
-step, the estimator (:func:`rfm_teach.estimators.posterior_mean`) and the actor step (loss, backward,
-Adam) without its estimator.
+particle sampling (the M particles at s and, where a transition bootstraps, at s', in one ODE solve),
+the particle choice (critic on M actions + Boltzmann draw, s and s' together), the target value at s',
+the critic step, the estimator (:func:`rfm_teach.estimators.posterior_mean`) and the actor step (loss,
+backward, Adam) without its estimator.
 
 ``--baseline COMMIT`` runs this benchmark as it was at COMMIT (extracted with ``git archive`` into a
 temporary directory, in a subprocess on the same machine, right after this run's own numbers), so
@@ -113,10 +113,19 @@ def update_parts(env_id: str, preset: str, steps: int, warmup: int, device: str,
     for _ in range(steps):
         batch = buffer.sample(config.batch_size)
         s = batch["obs"]
-        with torch.no_grad():
-            particles = timed("particles at s (ODE)", lambda: agent._latents(s, cfg.particles, gen))
-            u1 = timed("particle choice (Q on M + draw)", lambda: agent._pick(s, particles, "boltzmann", gen))
-            next_value = timed("s' solve + target value", lambda: agent._next_value(batch))
+        with torch.no_grad():  # the branches of Agent._endpoints_and_next_value with n = M, timed one by one
+            if agent._bootstraps(batch):
+                both = agent._seed_cat(s, batch["next_obs"])
+                latents = timed("particles at s and s' (one ODE solve)", lambda: agent._latents(both, cfg.particles, gen))
+                picks = timed("particle choice at s and s' (Q on M + draw)",
+                              lambda: agent._pick(both, latents, "boltzmann", gen))
+                particles, _ = agent._seed_split(latents)
+                u1, u_next = agent._seed_split(picks)
+                next_value = timed("target value at s'", lambda: agent.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)))
+            else:  # all terminal (the bandit): no s' solve
+                particles = timed("particles at s (ODE solve)", lambda: agent._latents(s, cfg.particles, gen))
+                u1 = timed("particle choice at s (Q on M + draw)", lambda: agent._pick(s, particles, "boltzmann", gen))
+                next_value = None
         timed("critic step", lambda: agent._critic_update(batch, next_value))
 
         def q(a):

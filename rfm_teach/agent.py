@@ -501,25 +501,56 @@ class Agent:
         values = torch.stack([metrics[k].detach().float() for k in keys]).tolist() if keys else []
         return {**metrics, **dict(zip(keys, values))}
 
-    def _next_value(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """min_i Qtarg_i(s', a'), a' a Boltzmann pick at s'; None when no transition bootstraps."""
-        if self.exact_q is not None:
-            return None
-        # The one host read of the update (control flow, not validation): a batch that is all terminal
-        # (e.g. a one-step bandit) needs no ODE solve at s'.
-        if not bool(batch["mask"].any()):
-            return None
-        a_next = torch.tanh(self.choose(batch["next_obs"], "boltzmann"))
-        return self.critic_target.q_min(batch["next_obs"], a_next)
+    def _bootstraps(self, batch: dict[str, Tensor]) -> bool:
+        """Whether any transition bootstraps from V(s') (never with ``exact_q``).
+
+        The one host read of the update (control flow, not validation): a batch that is all terminal
+        (e.g. a one-step bandit) needs no ODE solve at s'.
+        """
+        return self.exact_q is None and bool(batch["mask"].any())
+
+    def _seed_cat(self, a: Tensor, b: Tensor) -> Tensor:
+        """Rows of a and b (each seed-major, B/S per seed) joined per seed: seed s's rows of a, then of b."""
+        S = self.n_seeds
+        return torch.cat([a.reshape(S, -1, *a.shape[1:]), b.reshape(S, -1, *b.shape[1:])], 1).reshape(-1, *a.shape[1:])
+
+    def _seed_split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The inverse of :meth:`_seed_cat` for two halves of equal size."""
+        x = x.reshape(self.n_seeds, 2, -1, *x.shape[1:])
+        return x[:, 0].reshape(-1, *x.shape[3:]), x[:, 1].reshape(-1, *x.shape[3:])
+
+    def _endpoints_and_next_value(self, batch: dict[str, Tensor], n: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """With the pre-update actor and critic: n particles at s (B, n, d), the endpoint u1 (B, d), and the
+        target value min_i Qtarg_i(s', a') with a' a Boltzmann pick of M particles at s' (None when no
+        transition bootstraps).
+
+        When n = M the particles at s and at s' come from one ODE solve over both sets of states, and
+        the two Boltzmann picks from one critic evaluation: the same computation in half the operations.
+        """
+        cfg, obs, next_obs, gen = self.config, batch["obs"], batch["next_obs"], self.generator
+        boltzmann = cfg.endpoints == "boltzmann"
+        if not self._bootstraps(batch):
+            particles = self._latents(obs, n, gen)
+            return particles, self._pick(obs, particles, "boltzmann", gen) if boltzmann else particles[:, 0], None
+        if n == cfg.particles:
+            both_obs = self._seed_cat(obs, next_obs)
+            particles, next_particles = self._seed_split(self._latents(both_obs, n, gen))
+            if boltzmann:
+                u1, u_next = self._seed_split(self._pick(both_obs, self._seed_cat(particles, next_particles), "boltzmann", gen))
+            else:
+                u1, u_next = particles[:, 0], self._pick(next_obs, next_particles, "boltzmann", gen)
+        else:
+            particles = self._latents(obs, n, gen)
+            u1 = self._pick(obs, particles, "boltzmann", gen) if boltzmann else particles[:, 0]
+            u_next = self.choose(next_obs, "boltzmann")
+        return particles, u1, self.critic_target.q_min(next_obs, torch.tanh(u_next))
 
     def _update_flow(self, batch: dict[str, Tensor]) -> dict[str, float | Tensor]:
         cfg, obs, gen = self.config, batch["obs"], self.generator
         with torch.no_grad():
             # The M particles are drawn once: they feed the Boltzmann choice of u1 and the proposal.
             n = cfg.particles if (cfg.endpoints == "boltzmann" or cfg.proposal == "policy") else 1
-            particles = self._latents(obs, n, gen)  # (B, n, d), picked with the pre-update critic
-            u1 = self._pick(obs, particles, "boltzmann", gen) if cfg.endpoints == "boltzmann" else particles[:, 0]
-            next_value = self._next_value(batch)
+            particles, u1, next_value = self._endpoints_and_next_value(batch, n)
         critic_loss = self._critic_update(batch, next_value)
         temp, row_temp = self._seed_temperature(), self._row_temperature(obs.shape[0], 2)
 

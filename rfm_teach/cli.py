@@ -215,7 +215,6 @@ def set_threads(threads: int | None) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"--threads must be an int >= 1; got {threads!r}")
     torch.set_num_threads(threads)
-    keep_freed_memory()
     return threads
 
 
@@ -266,6 +265,7 @@ def _train(argv: list[str]) -> int:
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out naming the run to continue")
     threads = set_threads(args.threads)
+    keep_freed_memory()  # a training process: many MB-sized tensors allocated and freed per update
     from .envs import make_env
 
     make_env(config.env_id).close()  # unknown id, non-Box space, missing extra: fail now, not after seed 0

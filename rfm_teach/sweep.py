@@ -180,9 +180,11 @@ def _run_one(config: dict, run_dir: str, resume: bool, threads: int, command: st
     """One run inside a Ray worker; errors come back as data so the driver can report them plainly."""
     import torch
 
+    from .cli import keep_freed_memory
     from .train import train
 
     torch.set_num_threads(threads)
+    keep_freed_memory()
     t0 = time.perf_counter()
     try:
         result = train(TrainConfig.from_dict(config), run_dir, resume=resume, progress=False, command=command)

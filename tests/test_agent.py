@@ -75,6 +75,24 @@ def test_boltzmann_choice_follows_softmax_of_q_over_temperature():
     torch.testing.assert_close(freq, torch.softmax(q / 0.5, -1), atol=0.015, rtol=0)
 
 
+@pytest.mark.parametrize("seed", [0, [0, 1]])
+def test_one_solve_for_s_and_s_prime_picks_what_two_would(seed):
+    """The update's particles at s and s' come from one ODE solve over both; the picks and the target value
+    are those of separate solves (with the particles frozen, bit for bit: the same draws in the same order)."""
+    agent = Agent(3, 2, AgentConfig(**SMALL), seed=seed)
+    S, M = agent.n_seeds, agent.config.particles
+    batch = {k: torch.cat([v] * S) for k, v in _batch().items()}  # S seed blocks of 16 rows
+    agent._latents = lambda obs, n, gen: torch.sin(obs[:, None, :2] * torch.arange(1, n + 1)[None, :, None])
+    state = agent.generator.get_state()
+    particles, u1, value = agent._endpoints_and_next_value(batch, M)
+    agent.generator.set_state(state)
+    alone = agent._latents(batch["obs"], M, None)
+    u1_alone = agent._pick(batch["obs"], alone, "boltzmann", agent.generator)
+    u_next = agent._pick(batch["next_obs"], agent._latents(batch["next_obs"], M, None), "boltzmann", agent.generator)
+    assert torch.equal(particles, alone) and torch.equal(u1, u1_alone)
+    assert torch.equal(value, agent.critic_target.q_min(batch["next_obs"], torch.tanh(u_next)))
+
+
 def test_sac_log_prob_matches_torch_distributions():
     policy = GaussianTanhPolicy(3, 2, hidden=16)
     obs = torch.randn(6, 3)
@@ -237,7 +255,7 @@ def test_one_update_reads_the_device_only_for_control_flow(monkeypatch, override
     agent.update(batch, sync=False)
     expected = 0 if overrides.get("algo") == "sac" or "exact_q" in overrides else 1
     assert len(reads.calls) == expected, reads.calls
-    assert all("_next_value" in c or "agent.py" in c for c in reads.calls)
+    assert all("_bootstraps" in c or "agent.py" in c for c in reads.calls)
     reads.calls.clear()
     agent.update(batch)
     assert len(reads.calls) == expected + 1, reads.calls
