@@ -6,6 +6,7 @@ One update of the flow-family agent (``algo`` "rfm" or "qsm")::
     u1  = Boltzmann pick among u_m with the pre-update critic     # endpoints="boltzmann" (the authors')
           (or u_1 itself, one raw policy sample: endpoints="raw")
     a'  = ACT(s', M particles, "boltzmann")                      # particle choice with the ONLINE critics
+          (the particles at s and s' come from one ODE solve over both, and are picked in one critic call)
     y   = r + gamma * mask * min_i Qtarg_i(s', a')                # no entropy term (as the authors)
     critic: minimise sum_i mean (Q_i(s, a) - y)^2                 # Adam 1e-3, global-norm clip 10
     actor:  policy.loss(s, u1, Boltzmann(min_i Q_i(s, .), lambda, squash=True), K, cv,
@@ -83,7 +84,7 @@ from torch import Tensor, nn
 
 from . import seeds
 from .estimators import CV_MODES, qsm_mean
-from .policies import DiffusionPolicy, FlowPolicy
+from .policies import DEFAULT_TIME_SCALE, DiffusionPolicy, FlowPolicy
 from .seeds import Generator, SeedGenerators, SeedLinear, clip_grad_norm_per_seed, stack_seeds
 from .targets import Boltzmann, log_sech2
 
@@ -124,6 +125,8 @@ class AgentConfig:
         particles: policy samples M per state for action choice (32).
         steps: ODE steps of the sampler (10 Euler steps on [t_min, 1 - t_min]).
         t_min: time inset at both ends, for training and sampling (0.01).
+        time_scale: the actor embeds sinusoid(time_scale * t) (1000, ours; the authors embed t itself,
+            time_scale=1: see :class:`rfm_teach.policies.PolicyNet` for what each measured).
         temperature: lambda (0.02, tuned by the authors for rewards in [0, 1]).
         temperature_mode: "fixed" (lambda = temperature) or "reward_scale" (lambda = temperature *
             std of warm-up rewards; see the module docstring).
@@ -148,6 +151,7 @@ class AgentConfig:
     particles: int = 32
     steps: int = 10
     t_min: float = 0.01
+    time_scale: float = DEFAULT_TIME_SCALE
     temperature: float = 0.02
     temperature_mode: str = "fixed"
     gamma: float = 0.99
@@ -189,7 +193,7 @@ class AgentConfig:
         _check_float("t_min", self.t_min, 0.0, 0.5, open_low=True, open_high=True)
         _check_float("gamma", self.gamma, 0.0, 1.0, open_high=True)
         _check_float("tau", self.tau, 0.0, 1.0, open_low=True)
-        for name in ("temperature", "actor_lr", "critic_lr", "sac_alpha_lr"):
+        for name in ("temperature", "time_scale", "actor_lr", "critic_lr", "sac_alpha_lr"):
             _check_float(name, getattr(self, name), 0.0, math.inf, open_low=True, open_high=True)
         if self.grad_clip is not None:
             _check_float("grad_clip", self.grad_clip, 0.0, math.inf, open_low=True, open_high=True)
@@ -327,7 +331,7 @@ class Agent:
                 else:
                     policy_cls = FlowPolicy if cfg.policy == "flow" else DiffusionPolicy
                     actors.append(policy_cls(obs_dim, act_dim, hidden=cfg.hidden, n_blocks=cfg.n_blocks,
-                                             emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True))
+                                             emb_dim=cfg.emb_dim, t_min=cfg.t_min, squash=True, time_scale=cfg.time_scale))
         self.critic = stack_seeds(critics).to(self.device)
         self.actor: nn.Module = stack_seeds(actors).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

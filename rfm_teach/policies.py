@@ -78,7 +78,8 @@ class PolicyNet(nn.Module):
     emb(t) on each of three seeds, in SW2 and TV (``python benchmarks/fixed_target.py --toys two_moons
     --seeds 0 1 2 --estimators exact --set time_scale=1,1000 --run-id oracle_time_scale``, stored in
     rfm_teach/results/fixed_target/oracle_time_scale and shown in notebook 06). The default stays 1000 t
-    for now because every stored result was made with it and the agent does not record the embedding.
+    for now because every stored result was made with it; the agent records it
+    (``AgentConfig.time_scale``, ``--agent.time-scale 1`` for the authors' embedding online).
     The temperature enters as log(lambda) (temperatures span decades; 0.02 in the authors' RL runs).
 
     Cost. The first layer is linear in the concatenation, so it is computed as three parts,
