@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict] = {
     "rfm_raw_endpoints": {"endpoints": "raw"},
     "rfm_diffusion": {"policy": "diffusion"},
     "rfm_exact_target": {"exact_target": True},  # needs --critics exact: the exact posterior of the true Q
+    "rfm_time_t": {"time_scale": 1.0},  # the authors' time embedding emb(t) instead of emb(1000 t)
+    "rfm_exact_target_time_t": {"exact_target": True, "time_scale": 1.0},
 }
 CRITICS = {"learned": {}, "exact": {"exact_q": "bandit"}}
 METRICS = ("raw_return", "best_return", "wall", "wall_pi", "tv", "tv_floor", "sw2", "sw2_floor", "return_pi")
@@ -207,8 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.variants, args.critics, args.samples = 300, [0], ["rfm", "sac"], ["learned"], 200
-    if "rfm_exact_target" in args.variants and args.critics != ["exact"]:
-        raise SystemExit("--variants rfm_exact_target needs --critics exact (the exact target is the true Q's posterior)")
+    exact_targets = [v for v in args.variants if VARIANTS[v].get("exact_target")]
+    if exact_targets and args.critics != ["exact"]:
+        raise SystemExit(f"--variants {' '.join(exact_targets)} need --critics exact (the exact target is the true Q's posterior)")
     train_overrides, agent_overrides = parse_overrides(args.set)
     seed_groups = [list(args.seeds)] if args.batched else [[s] for s in args.seeds]
     jobs = [{"variant": v, "critic": c, "seeds": g, "steps": args.steps, "preset": args.preset,
