@@ -529,7 +529,10 @@ class Agent:
         transition bootstraps).
 
         When n = M the particles at s and at s' come from one ODE solve over both sets of states, and
-        the two Boltzmann picks from one critic evaluation: the same computation in half the operations.
+        the two Boltzmann picks from one critic evaluation: the same computation in half the operations
+        (kernel launches, which is what costs on a GPU; not measured here, no GPU was available). On a
+        CPU the solve is arithmetic-bound and this measured no faster (``benchmarks/loop.py --baseline``,
+        rfm_teach/results/loop/pendulum_tiny_cpu).
         """
         cfg, obs, next_obs, gen = self.config, batch["obs"], batch["next_obs"], self.generator
         boltzmann = cfg.endpoints == "boltzmann"

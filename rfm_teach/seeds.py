@@ -28,9 +28,9 @@ trajectories amplify rounding, in distribution after many. ``python benchmarks/s
 counts the layer shapes that are bit-identical; a batched run is always reproducible bit for bit.
 
 Cost. Batching removes the per-operation overhead S times over, not the arithmetic: where one seed's
-update is dominated by the cost of launching small operations (the bandit; SAC), S seeds cost little
-more than one on a CPU; where it is dominated by arithmetic (the tiny-preset RFM update on Pendulum,
-with its ODE solve at s') batching saves less. ``python benchmarks/seeds.py`` measures both against
+update is dominated by the cost of launching small operations (SAC), S seeds cost little more than
+one on a CPU; where it is dominated by arithmetic (the tiny-preset RFM update, with its ODE solves of
+M particles per state) batching saves less. ``python benchmarks/seeds.py`` measures both against
 one seed in the same run (``benchmarks/results/seeds.md``).
 
 Derived in notebooks/08_scaling_up.ipynb.
