@@ -535,11 +535,8 @@ class Agent:
         rfm_teach/results/loop/pendulum_tiny_cpu).
         """
         cfg, obs, next_obs, gen = self.config, batch["obs"], batch["next_obs"], self.generator
-        boltzmann = cfg.endpoints == "boltzmann"
-        if not self._bootstraps(batch):
-            particles = self._latents(obs, n, gen)
-            return particles, self._pick(obs, particles, "boltzmann", gen) if boltzmann else particles[:, 0], None
-        if n == cfg.particles:
+        boltzmann, bootstraps = cfg.endpoints == "boltzmann", self._bootstraps(batch)
+        if bootstraps and n == cfg.particles:
             both_obs = self._seed_cat(obs, next_obs)
             particles, next_particles = self._seed_split(self._latents(both_obs, n, gen))
             if boltzmann:
@@ -549,6 +546,8 @@ class Agent:
         else:
             particles = self._latents(obs, n, gen)
             u1 = self._pick(obs, particles, "boltzmann", gen) if boltzmann else particles[:, 0]
+            if not bootstraps:
+                return particles, u1, None
             u_next = self.choose(next_obs, "boltzmann")
         return particles, u1, self.critic_target.q_min(next_obs, torch.tanh(u_next))
 
