@@ -7,7 +7,8 @@
             agent.act(s, behaviour mode)   otherwise                  (Boltzmann particles; SAC: a sample)
         s', r, terminated, truncated = env.step(a);  store (s, a, r, s', mask = 1 - terminated)
         if i >= warmup_steps: utd updates on batches drawn uniformly from the buffer
-        every eval_every steps: evaluate best-of-N ("argmax"; SAC: tanh(mean)) and raw-sample returns; one CSV row
+        every eval_every steps: evaluate best-of-N ("argmax"; SAC: tanh(mean)) and raw-sample returns, and the
+            fraction of raw-sample action coordinates at the box walls (|a_j| > 0.95); one CSV row
         at the first episode end after every checkpoint_every steps: write a checkpoint (atomically)
 
 Exact resume. A checkpoint holds the networks, optimisers, the agent's torch generator, the buffer and
@@ -61,9 +62,12 @@ __all__ = [
 #: One row per evaluation. Losses and diagnostics are means over the updates since the previous row
 #: (empty when there were none or when the algorithm has no such quantity).
 LOG_COLUMNS: tuple[str, ...] = (
-    "step", "episodes", "return_argmax", "return_raw", "train_return", "wall_time_s",
+    "step", "episodes", "return_argmax", "return_raw", "wall_raw", "train_return", "wall_time_s",
     "critic_loss", "actor_loss", "ess", "c", "temperature", "alpha",
 )
+
+#: An action coordinate with |a_j| above this is "at the wall" of the [-1, 1] box (``wall_raw``).
+WALL = 0.95
 
 
 @dataclass
@@ -261,15 +265,16 @@ def _make(config: TrainConfig, seed: int | None) -> gym.Env:
 
 @torch.no_grad()
 def evaluate(agent: Agent, envs, mode: str, *, seed):
-    """Undiscounted returns of one episode per env, all run side by side with batched action choice.
+    """Undiscounted returns of one episode per env, all run side by side with batched action choice,
+    and the fraction of the action coordinates taken (every step of every episode) with |a_j| > WALL.
 
     Env j is reset with seed 10_000 + j (the same start states at every evaluation, away from the
     training seed); the agent's particles come from a fresh generator seeded with ``seed``.
     ``mode``: "argmax" (best of N particles by Q, the authors' protocol; for SAC the deterministic
     tanh(mean) action, as published SAC numbers are evaluated) or "raw" (one policy sample).
 
-    One seed: ``envs`` a list of E envs, ``seed`` an int -> E returns. A batch of S seeds
-    (``agent.batched``): ``envs`` S lists of E envs, ``seed`` S ints -> S lists of E returns. Every env
+    One seed: ``envs`` a list of E envs, ``seed`` an int -> (E returns, wall fraction). A batch of S seeds
+    (``agent.batched``): ``envs`` S lists of E envs, ``seed`` S ints -> (S lists of E returns, S fractions). Every env
     gets an action at every step until the last episode ends (a finished env's action is discarded),
     so the random numbers one seed draws do not depend on how long any episode lasts.
     """
@@ -280,16 +285,20 @@ def evaluate(agent: Agent, envs, mode: str, *, seed):
     obs = np.stack([np.stack([env.reset(seed=10_000 + j)[0] for j, env in enumerate(row)]) for row in env_sets])
     returns = np.zeros((len(env_sets), n_env))
     active = np.ones((len(env_sets), n_env), bool)
+    walls, taken = np.zeros(len(env_sets)), np.zeros(len(env_sets))
     while active.any():
         actions = agent.act(torch.as_tensor(obs if batched else obs[0], dtype=torch.float32), mode,
                             gens if batched else gens[0]).cpu().numpy().reshape(len(env_sets), n_env, -1)
+        walls += ((np.abs(actions) > WALL) * active[..., None]).sum((1, 2))
+        taken += active.sum(1) * actions.shape[-1]
         for s, row in enumerate(env_sets):
             for j, env in enumerate(row):
                 if active[s, j]:
                     obs[s, j], r, terminated, truncated, _ = env.step(actions[s, j])
                     returns[s, j] += float(r)
                     active[s, j] = not (terminated or truncated)
-    return returns.tolist() if batched else returns[0].tolist()
+    fractions = walls / taken
+    return (returns.tolist(), fractions.tolist()) if batched else (returns[0].tolist(), float(fractions[0]))
 
 
 class _Log:
@@ -337,6 +346,7 @@ def _manifest_extra(config: TrainConfig, step: int, batch: list[int]) -> dict:
         "evaluation": {
             "return_argmax": f"{argmax}, {config.eval_episodes} episodes",
             "return_raw": f"one policy sample per step, {config.eval_episodes} episodes",
+            "wall_raw": f"fraction of the raw-sample episodes' action coordinates with |a_j| > {WALL}",
         },
         "config": config.to_dict(),
     }
@@ -508,14 +518,15 @@ def _run(config: TrainConfig, seeds: list[int], run_dirs: list[Path], ckpt: Path
         step += 1
         bar.update(1)
         if step % config.eval_every == 0 or step == config.total_steps:
-            argmax = evaluate(agent, eval_envs, "argmax", seed=[s * 7919 + step for s in seeds])
-            raw = evaluate(agent, eval_envs, "raw", seed=[s * 7919 + step + 1 for s in seeds])
+            argmax, _ = evaluate(agent, eval_envs, "argmax", seed=[s * 7919 + step for s in seeds])
+            raw, wall_raw = evaluate(agent, eval_envs, "raw", seed=[s * 7919 + step + 1 for s in seeds])
             wall = wall_before + time.perf_counter() - t0
             temps = agent.temperature
             for s in range(S):
                 last_rows[s] = {
                     "step": step, "episodes": episodes[s],
                     "return_argmax": float(np.mean(argmax[s])), "return_raw": float(np.mean(raw[s])),
+                    "wall_raw": wall_raw[s],
                     "train_return": float(np.mean(recent[s])) if recent[s] else None, "wall_time_s": wall,
                     "temperature": temps[s],
                     **{key: total / count for key, (total, count) in metrics[s].items() if key != "temperature"},

@@ -119,6 +119,7 @@ def test_halfcheetah_smoke_with_checkpoint_and_resume(tmp_path, algo):
     _same_run(config, tmp_path, stop_after=100)
     rows = _rows(tmp_path / "whole" / "log.csv")
     assert all(np.isfinite(float(r["return_argmax"])) and np.isfinite(float(r["return_raw"])) for r in rows)
+    assert all(0 <= float(r["wall_raw"]) <= 1 for r in rows)
 
 
 def _dmc_reason() -> str | None:
