@@ -118,7 +118,7 @@ class PlotArgs:
     """directories made by `rfm-teach train --out` (or single seed_<s> dirs)."""
     output: Annotated[str, tyro.conf.arg(aliases=("-o",))]
     """figure file (png, pdf, svg); its directory must exist."""
-    metric: Literal["return_argmax", "return_raw", "train_return"] = "return_argmax"
+    metric: Literal["return_argmax", "return_raw", "train_return", "wall_raw"] = "return_argmax"
     """the logged column to plot."""
     stat: Literal["mean", "iqm"] = "mean"
     """mean with a Student-t 95% band, or interquartile mean with a stratified-bootstrap 95% band."""
@@ -383,18 +383,20 @@ def plot_runs(runs: list[str | Path], output: str | Path | None = None, metric: 
     for run, (steps, values), config, style in zip(runs, curves, configs, styles):
         n = values.shape[0]
         style["label"] = f"{Path(run).name} ({n} seed{'s' if n > 1 else ''})"
+        bounds = (0.0, 1.0) if metric == "wall_raw" else metric_range(config)  # a fraction, whatever the env
         if stat == "mean":
             center, half = mean_ci95(values)
-            lo, hi = clip_band(center, half, *metric_range(config))
+            lo, hi = clip_band(center, half, *bounds)
         else:  # one task per step: the bootstrap resamples seeds
             center, lo, hi = np.array([iqm_ci(values[:, j]) for j in range(values.shape[1])]).T
-            lo, hi = clip_interval(lo, hi, *metric_range(config))
+            lo, hi = clip_interval(lo, hi, *bounds)
         line = ax.plot(steps, center, **style)[0]
         if n > 1:
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("environment steps")
     label = {"return_argmax": "return (best-of-N eval)", "return_raw": "return (raw-sample eval)",
-             "train_return": "training episode return"}[metric]
+             "train_return": "training episode return",
+             "wall_raw": "raw-sample coordinates with |a_j| > 0.95"}[metric]
     ax.set_ylabel(f"{label}: " + ("mean, Student-t 95% CI" if stat == "mean" else "IQM, bootstrap 95% CI"))
     ax.legend()
     if own and output is not None:

@@ -9,7 +9,7 @@ import matplotlib
 import pytest
 
 from rfm_teach.agent import AgentConfig
-from rfm_teach.cli import help_text, load_curves, main
+from rfm_teach.cli import help_text, load_curves, main, plot_runs
 from rfm_teach.envs import BANDIT_ID
 from rfm_teach.plotting import ESTIMATOR_STYLE, run_styles
 from rfm_teach.results import validate_manifest
@@ -69,6 +69,24 @@ def test_train_two_seeds_then_plot(tmp_path):
         figure = tmp_path / f"fig_{stat}.png"
         assert main(["plot", str(out), str(out / "seed_0"), "-o", str(figure), "--stat", stat]) == 0
         assert figure.stat().st_size > 0
+
+
+def test_plot_the_wall_fraction_with_bands_inside_zero_one(tmp_path):
+    # the stored HalfCheetah runs log wall_raw; a fraction's band is clipped to [0, 1] whatever the env
+    import matplotlib.pyplot as plt
+
+    from rfm_teach.results import RESULTS_DIR
+
+    runs = [RESULTS_DIR / "halfcheetah" / name for name in ("rfm", "rfm_paper")]
+    figure = tmp_path / "walls.png"
+    assert main(["plot", *map(str, runs), "-o", str(figure), "--metric", "wall_raw", "--stat", "iqm"]) == 0
+    assert figure.stat().st_size > 0
+    ax = plot_runs(runs, metric="wall_raw", stat="mean")
+    for band in ax.collections:
+        low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+        assert 0.0 <= low <= high <= 1.0
+    assert "|a_j| > 0.95" in ax.get_ylabel()
+    plt.close(ax.figure)
 
 
 def test_a_run_from_python_writes_the_same_manifest_as_the_cli(tmp_path):
