@@ -6,14 +6,23 @@ lists: ``--toys``, ``--policies``, ``--seeds`` and ``--estimators`` (``auto+poli
 policy proposal, our default; ``plugin``, ``none``, ``gradient`` = the kernel-only estimators, as in the
 paper; ``exact`` = the oracle). ``--set FIELD=V1,V2`` sweeps any other field (the oracle study).
 
-Usage (the committed comparisons, one per target; about 4 minutes per fit on a busy CPU thread)::
+Usage. The oracle study that chose the defaults (one setting swept at a time, the oracle only)::
 
-    python benchmarks/fixed_target.py --toys two_moons --seeds 0 1 2 \
-        --estimators auto+policy plugin none gradient exact --run-id compare_flow_two_moons --no-progress
-    python benchmarks/fixed_target.py --toys ring --seeds 0 1 2 \
-        --estimators auto+policy plugin none gradient exact --run-id compare_flow_ring --no-progress
+    python benchmarks/fixed_target.py --toys two_moons --seeds 0 --estimators exact --steps 2400 \
+        --eval-every 400 --set time_scale=1 --set hidden=128,256 --set n_blocks=2,3 --run-id oracle_capacity
 
-and the oracle studies, e.g. ``--estimators exact --set time_scale=1 --run-id oracle_time_scale``.
+The committed comparison at the defaults (256 x 3, 2400 steps, emb(t); 1.5-4 minutes per fit on one CPU
+thread), one run per target and estimator group::
+
+    python benchmarks/fixed_target.py --toys two_moons --seeds 0 1 2 --estimators auto+policy exact \
+        --run-id large_two_moons --no-progress
+    python benchmarks/fixed_target.py --toys two_moons --seeds 0 1 2 --estimators plugin none \
+        --run-id large_kernel_two_moons --no-progress
+
+(the same for ``ring`` and ``bimodal6``; ``--seeds 0 --estimators gradient --run-id large_gradient_<toy>``;
+``--policies diffusion ... --run-id large_diffusion_two_moons``). The first, smaller comparison
+(``compare_flow_*``: ``--steps 800 --hidden 128 --n-blocks 2 --time-scale 1000``) and the time-embedding
+study (``--estimators exact --set time_scale=1,1000 --run-id oracle_time_scale``) are stored beside it.
 
 Writes ``rfm_teach/results/fixed_target/<run_id>/`` (rewritten after every fit, so a stopped sweep
 keeps what it finished):
