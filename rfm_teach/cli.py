@@ -45,7 +45,7 @@ import tyro
 
 from .agent import AgentConfig
 from .stats import clip_band, clip_interval, iqm_ci, mean_ci95
-from .train import PRESETS, TrainConfig, batch_checkpoint, make_config, train, train_seeds
+from .train import PRESETS, WALL, TrainConfig, batch_checkpoint, make_config, train, train_seeds
 
 __all__ = ["TRAIN_ALIASES", "TrainArgs", "PlotArgs", "help_text", "load_curves", "main",
            "plot_runs", "metric_range"]
@@ -329,12 +329,14 @@ def _configs_of(run: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths if p.exists()]
 
 
-def metric_range(config: dict | None) -> tuple[float | None, float | None]:
-    """The range a return can take, for clipping bands: the bandit's rewards lie in (0, ~1] per one-step
-    episode, DeepMind Control's in [0, 1] per step (episodes of 1000 steps unless shortened); MuJoCo
-    returns are unbounded."""
+def metric_range(config: dict | None, metric: str = "return_argmax") -> tuple[float | None, float | None]:
+    """The range a logged metric can take, for clipping bands: ``wall_raw`` is a fraction, [0, 1] in any
+    env; a return depends on the env: the bandit's rewards lie in (0, ~1] per one-step episode, DeepMind
+    Control's in [0, 1] per step (episodes of 1000 steps unless shortened); MuJoCo returns are unbounded."""
     from .envs import BANDIT_ID, DMC_TASKS
 
+    if metric == "wall_raw":
+        return 0.0, 1.0
     if not config:
         return None, None
     env_id = config.get("env_id", "")
@@ -383,7 +385,7 @@ def plot_runs(runs: list[str | Path], output: str | Path | None = None, metric: 
     for run, (steps, values), config, style in zip(runs, curves, configs, styles):
         n = values.shape[0]
         style["label"] = f"{Path(run).name} ({n} seed{'s' if n > 1 else ''})"
-        bounds = (0.0, 1.0) if metric == "wall_raw" else metric_range(config)  # a fraction, whatever the env
+        bounds = metric_range(config, metric)
         if stat == "mean":
             center, half = mean_ci95(values)
             lo, hi = clip_band(center, half, *bounds)
@@ -396,7 +398,7 @@ def plot_runs(runs: list[str | Path], output: str | Path | None = None, metric: 
     ax.set_xlabel("environment steps")
     label = {"return_argmax": "return (best-of-N eval)", "return_raw": "return (raw-sample eval)",
              "train_return": "training episode return",
-             "wall_raw": "raw-sample coordinates with |a_j| > 0.95"}[metric]
+             "wall_raw": f"raw-sample coordinates with |a_j| > {WALL}"}[metric]
     ax.set_ylabel(f"{label}: " + ("mean, Student-t 95% CI" if stat == "mean" else "IQM, bootstrap 95% CI"))
     ax.legend()
     if own and output is not None:

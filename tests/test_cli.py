@@ -83,8 +83,8 @@ def test_plot_the_wall_fraction_with_bands_inside_zero_one(tmp_path):
     assert figure.stat().st_size > 0
     ax = plot_runs(runs, metric="wall_raw", stat="mean")
     for band in ax.collections:
-        low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
-        assert 0.0 <= low <= high <= 1.0
+        y = band.get_paths()[0].vertices[:, 1]
+        assert 0.0 <= y.min() <= y.max() <= 1.0
     assert "|a_j| > 0.95" in ax.get_ylabel()
     plt.close(ax.figure)
 
