@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from rfm_teach.fixed_target import FitConfig, GridOracle, exact_reference, fit_to_target, make_target
+from rfm_teach.fixed_target import (FitConfig, GridOracle, exact_reference, exact_sampler_distances, fit_to_target,
+                                    make_target)
 from rfm_teach.paths import LinearFlow
 from rfm_teach.results import validate_manifest
 from rfm_teach.targets import ExactGrid
@@ -91,6 +92,16 @@ def test_noise_floor_is_small_and_positive():
     assert 0 < floor["sw"] < 0.1 and abs(floor["mmd2"]) < 0.01 and 0 < floor["tv"] < 0.5
     _, _, ref6, _, floor6 = exact_reference("bimodal6", 1.0, n_eval=500, seed=0)
     assert ref6.shape == (500, 6) and 0 < floor6["tv"] < 0.2 and math.isfinite(floor6["sw"])
+
+
+def test_exact_velocity_sampler_reaches_the_floor_with_enough_steps():
+    """Euler on the exact velocity: 50 steps land at the exact-sample floor, 2 steps far from it (the sampler's cap)."""
+    fine = exact_sampler_distances(toy="bimodal2", n_eval=400, sample_steps=50)
+    coarse = exact_sampler_distances(toy="bimodal2", n_eval=400, sample_steps=2)
+    floor = fine["floor"]
+    assert coarse["floor"] == floor  # the same exact reference for both
+    assert fine["sw"] < 1.3 * floor["sw"] and fine["tv"] < 1.3 * floor["tv"]
+    assert coarse["sw"] > 3 * floor["sw"] and coarse["tv"] > 2 * floor["tv"]
 
 
 def test_fit_validation():
