@@ -361,7 +361,7 @@ def exact_sampler_distances(config: FitConfig | None = None, **overrides) -> dic
     c = FitConfig(**{**asdict(config or FitConfig()), **overrides}).validate()
     reference = _Reference(c)
     oracle = GridOracle(reference.target, reference.extent, c.oracle_grid_n, reference.dim)
-    path = POLICIES[c.policy](0, reference.dim, hidden=8, n_blocks=1, squash=False).path
+    path = _build_model(c, reference.dim).path  # the path of the policy this config fits
 
     def velocity(u: torch.Tensor, t: float) -> torch.Tensor:
         tt = torch.full((u.shape[0],), t, dtype=u.dtype)
