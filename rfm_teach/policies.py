@@ -264,7 +264,15 @@ class _PathPolicy(nn.Module):
         obs = self._check_obs(obs)
         batch = obs.shape[0]
         u_t = self._check_actions(u_t, "u_t", batch)
-        return self.net(obs, u_t, self._check_t(t, batch), self._check_temperature(temperature, batch))
+        return self._net(obs, u_t, self._check_t(t, batch), self._check_temperature(temperature, batch))
+
+    def _net(self, obs: Tensor, u_t: Tensor, t: Tensor, temperature: Tensor, *, embedded: Tensor | None = None) -> Tensor:
+        """The policy's prediction: the network ``net(s, u_t, t, lambda)`` through :meth:`precondition`. (B, d)."""
+        return self.precondition(self.net(obs, u_t, t, temperature, embedded=embedded), u_t, t)
+
+    def precondition(self, out: Tensor, u_t: Tensor, t: Tensor) -> Tensor:
+        """Map the raw network output to the prediction (identity here; see :class:`DiffusionPolicy`)."""
+        return out
 
     # ---- the RFM regression loss ------------------------------------------------------------------
     def regression_target(self, u1: Tensor, target: Boltzmann, *, K: int = 100, cv="auto",
@@ -364,7 +372,7 @@ class _PathPolicy(nn.Module):
         t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1,
                                                 prior_samples=prior_samples, check=check)
         S = self.n_seeds  # a mean per seed, summed: seed s's gradient is that of its own loss
-        per_seed = seeds.seed_mean((self.net(obs, u_t, t, temp) - y) ** 2, S)
+        per_seed = seeds.seed_mean((self._net(obs, u_t, t, temp) - y) ** 2, S)
         loss = per_seed.sum()
         info = {  # per seed, (S,)
             "loss": per_seed.detach(),
@@ -408,7 +416,7 @@ class _PathPolicy(nn.Module):
         def fn(u: Tensor, t: float) -> Tensor:
             tt = torch.full((1,), float(t), dtype=u.dtype, device=u.device)
             emb = self.net.inp.part(sinusoidal_embedding(self.net.time_scale * tt, e), slice(n_in, n_in + e))
-            out = self.net(obs, u, tt, temperature, embedded=emb + temp_part)
+            out = self._net(obs, u, tt, temperature, embedded=emb + temp_part)
             if kind == "raw":
                 return out
             return self.path.convert(out, u, tt[:, None], src=self.prediction, dst="velocity")
@@ -461,6 +469,16 @@ class DiffusionPolicy(_PathPolicy):
     Training is the same RFM regression as :class:`FlowPolicy` with the target eps* = mu0_hat =
     (u_t - alpha_t mu1_hat) / beta_t (``to_target("x0")``).
 
+    Preconditioning (:meth:`precondition`): the prediction is eps_hat = beta_t u_t - alpha_t F(s, u_t, t,
+    lambda), F the network. beta_t u_t is the exact E[u0 | u_t] when u1 ~ N(0, I), so F only learns how
+    the target differs from a standard normal, and, written as a posterior mean, mu1_hat = alpha_t u_t +
+    beta_t F stays bounded whatever F is (the c_skip / c_out form of Karras et al., EDM, 2022). Without
+    it an untrained network's O(1) noise prediction becomes mu1_hat = (u - beta eps)/alpha with
+    1/alpha(t_min) ≈ 137: the untrained sampler put the policy's samples about 100 units from the origin,
+    and the first few hundred RFM updates regressed from there (targets of rms ~ 10^3 in eps units,
+    where no estimator is accurate; measured on two moons, notebooks/06_fixed_target.ipynb). The
+    minimiser is unchanged: F is any function of (s, u_t, t, lambda).
+
     Sampling is deterministic (no injected noise). The default ``solver="euler"`` (and ``"heun"``)
     integrates the probability-flow ODE written as a velocity, du/dt = d_alpha mu1 + d_beta mu0, from
     t_min to 1 - t_min like the flow policy. ``solver="ddim"`` (:func:`ddim`) calls the network
@@ -483,6 +501,11 @@ class DiffusionPolicy(_PathPolicy):
 
     solvers = ("ddim", "euler", "heun")
     prediction = "x0"
+
+    def precondition(self, out: Tensor, u_t: Tensor, t: Tensor) -> Tensor:
+        """eps_hat = beta_t u_t - alpha_t F, where F is the network output. Shapes (B, d); t (B,) or (1,)."""
+        t = t[:, None]
+        return self.path.beta(t) * u_t - self.path.alpha(t) * out
 
     def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
                  t_min: float = 0.01, squash: bool = True, path: VPDiffusion | None = None,
