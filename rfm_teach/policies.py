@@ -474,10 +474,9 @@ class DiffusionPolicy(_PathPolicy):
     the target differs from a standard normal, and, written as a posterior mean, mu1_hat = alpha_t u_t +
     beta_t F stays bounded whatever F is (the c_skip / c_out form of Karras et al., EDM, 2022). Without
     it an untrained network's O(1) noise prediction becomes mu1_hat = (u - beta eps)/alpha with
-    1/alpha(t_min) ≈ 137: the untrained sampler put the policy's samples about 100 units from the origin,
-    and the first few hundred RFM updates regressed from there (targets of rms ~ 10^3 in eps units,
-    where no estimator is accurate; measured on two moons, notebooks/06_fixed_target.ipynb). The
-    minimiser is unchanged: F is any function of (s, u_t, t, lambda).
+    1/alpha(t_min) ≈ 137: the untrained sampler puts the policy's samples about 100 units from the origin
+    (notebooks/06_fixed_target.ipynb, section 1), and the first RFM updates then regress at points where
+    every estimator is far off. The minimiser is unchanged: F is any function of (s, u_t, t, lambda).
 
     Sampling is deterministic (no injected noise). The default ``solver="euler"`` (and ``"heun"``)
     integrates the probability-flow ODE written as a velocity, du/dt = d_alpha mu1 + d_beta mu0, from
