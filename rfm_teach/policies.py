@@ -501,11 +501,6 @@ class DiffusionPolicy(_PathPolicy):
     solvers = ("ddim", "euler", "heun")
     prediction = "x0"
 
-    def precondition(self, out: Tensor, u_t: Tensor, t: Tensor) -> Tensor:
-        """eps_hat = beta_t u_t - alpha_t F, where F is the network output. Shapes (B, d); t (B,) or (1,)."""
-        t = t[:, None]
-        return self.path.beta(t) * u_t - self.path.alpha(t) * out
-
     def __init__(self, obs_dim: int, act_dim: int, *, hidden: int = 256, n_blocks: int = 2, emb_dim: int = 128,
                  t_min: float = 0.01, squash: bool = True, path: VPDiffusion | None = None,
                  time_scale: float = DEFAULT_TIME_SCALE) -> None:
@@ -514,6 +509,11 @@ class DiffusionPolicy(_PathPolicy):
         if path is not None and not isinstance(path, VPDiffusion):
             raise TypeError(f"path must be a rfm_teach.paths.VPDiffusion; got {type(path).__name__}")
         self.path = VPDiffusion() if path is None else path
+
+    def precondition(self, out: Tensor, u_t: Tensor, t: Tensor) -> Tensor:
+        """eps_hat = beta_t u_t - alpha_t F, where F is the network output. Shapes (B, d); t (B,) or (1,)."""
+        t = t[:, None]
+        return self.path.beta(t) * u_t - self.path.alpha(t) * out
 
     @torch.no_grad()
     def sample(self, obs: Tensor, n: int = 1, *, temperature: float | Tensor, steps: int = 10, solver: str = "euler",
