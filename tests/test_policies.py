@@ -143,16 +143,16 @@ def test_diffusion_preconditioning_keeps_an_untrained_sampler_near_the_origin():
     policy samples at the scale of its noise; the raw output used as eps would put samples ~1/alpha(t_min) away."""
     torch.manual_seed(0)
     pol = DiffusionPolicy(0, 2, hidden=64, n_blocks=2, squash=False, time_scale=1.0)
-    obs, temp = torch.zeros(1, 0), torch.ones(1)
+    obs = torch.zeros(1, 0)
     u = pol.sample(obs, 512, temperature=1.0, steps=20, generator=gen(0))[0]
-    F = pol.net(torch.zeros(6, 0), u[:6], torch.full((6,), 0.3), torch.ones(6))
     t = torch.full((6,), 0.3)
+    F = pol.net(torch.zeros(6, 0), u[:6], t, torch.ones(6))
     torch.testing.assert_close(pol(torch.zeros(6, 0), u[:6], t, 1.0),
                                pol.path.beta(t)[:, None] * u[:6] - pol.path.alpha(t)[:, None] * F)
     raw = DiffusionPolicy(0, 2, hidden=64, n_blocks=2, squash=False, time_scale=1.0)
     raw.load_state_dict(pol.state_dict())
     raw.precondition = lambda out, u_t, t: out  # the unpreconditioned parameterisation, same weights
-    u_raw = raw._ode(obs.expand(512, 0), torch.randn(512, 2, generator=gen(0)), temp, 20, "euler")
+    u_raw = raw.sample(obs, 512, temperature=1.0, steps=20, generator=gen(0))[0]
     assert u.norm(dim=-1).median() < 5 < 20 < u_raw.norm(dim=-1).median()
 
 
