@@ -370,10 +370,13 @@ def auto_coefficient(
     ESS ≈ 1) it is noise, and c ⊙ s̄ then moves the estimate far past anything the draws support,
     because at small t the target's score is huge. Four steps, all computed from the draws:
 
-    1. **Stay between the two families.** Project c onto [0, (beta_t/alpha_t)^2] per dimension, i.e.
-       Lambda = c (alpha/beta)^2 in [0, 1]: a convex mix of noise- and gradient-expectation, never an
-       extrapolation past either. For a Gaussian posterior the optimum 1/P = 1/(S^-1 + alpha^2/beta^2)
-       always lies inside, so nothing is lost there.
+    1. **Stay where the optimum can be.** Project c per dimension onto [0, max((beta_t/alpha_t)^2, V_j)]
+       with V_j = Σ_k w_k (x1_j^k - m_j)^2 / (1 - Σ_k w_k^2), the weighted estimate of the posterior
+       variance (the denominator removes its small-sample bias, as n - 1 does for equal weights). For a
+       Gaussian posterior the optimum is that variance, c* = 1/P = 1/(S^-1 + alpha^2/beta^2) <=
+       (beta/alpha)^2: a convex mix of noise- and gradient-expectation. Where log p1 is locally convex
+       (between two modes) the posterior is wider than the kernel and c* exceeds (beta/alpha)^2; V
+       estimates it there. Where one draw carries the weight V ≈ 0 and the upper end is (beta/alpha)^2.
     2. **Does the control variate explain the spread of the draws?** With y_k = x1^k + c ⊙ s1^k, compare
        the spread of y with that of x1, once with uniform weights over all K draws (R_u, informative
        even when ESS ≈ 1: a wrong c scatters the far draws, whose scores are large) and once with the
@@ -399,7 +402,9 @@ def auto_coefficient(
     (``benchmarks/estimators.py``, whose table is in the README), not derived; they are the honest
     weak point of this design. Derived and measured in notebooks/05_stein_control_variates.ipynb.
     """
-    upper = ((draws.beta / draws.alpha) ** 2).expand(-1, draws.x1.shape[-1])
+    spread = torch.einsum("bk,bkd->bd", draws.w, (draws.x1 - noise_expectation(draws)[:, None]) ** 2)
+    variance = spread / (1 - (draws.w**2).sum(-1, keepdim=True)).clamp_min(torch.finfo(spread.dtype).tiny)
+    upper = torch.maximum(((draws.beta / draws.alpha) ** 2).expand_as(variance), variance)
 
     def projected_plugin(d: ImportanceDraws) -> Tensor:
         return torch.minimum(plugin_coefficient(d, ridge, clip).clamp_min(0.0), upper)

@@ -15,7 +15,7 @@ from rfm_teach.estimators import (
 )
 from rfm_teach.paths import LinearFlow, VEDiffusion, VPDiffusion, as_time
 from rfm_teach.scoring import score_estimator
-from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, make_toy
+from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ExactGrid, ProductLandscape, exact_answers, make_toy
 
 FLOW = LinearFlow()
 PATHS = [LinearFlow(), VPDiffusion(), VEDiffusion()]
@@ -145,13 +145,35 @@ def test_auto_beats_plugin_at_small_t_and_none_at_large_t(ring):
     assert large["auto"] <= 1.5 * large["plugin"]
 
 
-def test_auto_coefficient_stays_between_the_two_families():
+def test_auto_coefficient_stays_in_its_projection():
+    """0 <= c <= max((beta/alpha)^2, V), V the bias-corrected weighted variance of the draws (per dimension)."""
     target = Boltzmann(make_toy("two_moons"), 0.3, squash=True)
     x_t = torch.randn(64, 2, dtype=torch.float64, generator=gen(15))
     for t in (0.1, 0.5, 0.9):
         d = draw(target, x_t, t, path=FLOW, K=32, generator=gen(16))
         c = auto_coefficient(d)
-        assert (c >= 0).all() and (c <= (d.beta / d.alpha) ** 2 + 1e-15).all()
+        m = (d.w[..., None] * d.x1).sum(1)
+        v = (d.w[..., None] * (d.x1 - m[:, None]) ** 2).sum(1) / (1 - (d.w**2).sum(-1, keepdim=True))
+        assert (c >= 0).all() and (c <= torch.maximum((d.beta / d.alpha) ** 2, v) * (1 + 1e-12)).all()
+
+
+def test_auto_reaches_past_gradient_expectation_where_log_p1_is_convex():
+    """Between two bumps log p1 is convex, the posterior is wider than the kernel and the optimal c exceeds
+    (beta/alpha)^2. Inside [0, (beta/alpha)^2] the best c is then its end, gradient-expectation; auto goes past it."""
+    target = Boltzmann(ProductLandscape.bimodal(1), 1.0)  # bumps at -0.45 and 0.5, width 0.15
+    exact = exact_answers(target)
+    t = 0.97
+    x_t = torch.full((400, 1), t * 0.025, dtype=torch.float64)  # x_t / alpha_t at the midpoint
+    assert float(exact.posterior_variance(x_t[:1], t, FLOW)) > 1.2 * ((1 - t) / t) ** 2
+    d = draw(target, x_t, t, path=FLOW, K=64, generator=gen(40))
+    c = auto_coefficient(d)
+    mu = exact.posterior_mean(x_t, t, FLOW)
+
+    def mse(estimate):
+        return float(((estimate - mu) ** 2).mean())
+
+    assert (c > (d.beta / d.alpha) ** 2).double().mean() > 0.5
+    assert mse(combine(d, c)) < 0.5 * mse(gradient_expectation(d))
 
 
 def test_estimate_fields_shapes_and_velocity_target():
