@@ -58,6 +58,7 @@ __all__ = [
     "gradient_expectation",
     "stein_control_variate",
     "plugin_coefficient",
+    "coefficient_upper_end",
     "auto_coefficient",
     "combine",
     "ParticleProposal",
@@ -94,6 +95,16 @@ class ImportanceDraws:
     def ess(self) -> Tensor:
         """Effective sample size 1 / Σ_k w_k^2, shape (B,). 1 means one draw carries all the weight."""
         return 1.0 / (self.w**2).sum(-1)
+
+    def subset(self, idx: Tensor) -> ImportanceDraws:
+        """The draws at positions ``idx`` along K, re-weighted among themselves (an independent SNIS)."""
+        log_w = self.log_w[:, idx]
+
+        def pick(z: Tensor | None) -> Tensor | None:
+            return None if z is None else z[:, idx]
+
+        return ImportanceDraws(self.x_t, self.t, self.x0[:, idx], self.x1[:, idx], log_w, torch.softmax(log_w, -1),
+                               self.alpha, self.beta, pick(self.grad_log_p), pick(self.score))
 
 
 @dataclass
@@ -329,17 +340,6 @@ def plugin_coefficient(draws: ImportanceDraws, ridge: float = 1e-4, clip: float 
     return c.clamp(-clip, clip)
 
 
-def _subset(draws: ImportanceDraws, idx: Tensor) -> ImportanceDraws:
-    """The draws at positions ``idx`` along K, re-weighted among themselves (an independent SNIS)."""
-    log_w = draws.log_w[:, idx]
-
-    def pick(z: Tensor | None) -> Tensor | None:
-        return None if z is None else z[:, idx]
-
-    return ImportanceDraws(draws.x_t, draws.t, draws.x0[:, idx], draws.x1[:, idx], log_w, torch.softmax(log_w, -1),
-                           draws.alpha, draws.beta, pick(draws.grad_log_p), pick(draws.score))
-
-
 def _spread_ratio(draws: ImportanceDraws, c: Tensor, nu: Tensor) -> Tensor:
     """Σ_k ν_k |y_k - ȳ|^2 / Σ_k ν_k |x1^k - x̄|^2 with y_k = x1^k + c ⊙ s1^k, weights ν (B, K). Shape (B,)."""
 
@@ -354,6 +354,20 @@ def _spread_ratio(draws: ImportanceDraws, c: Tensor, nu: Tensor) -> Tensor:
 def _ramp(r: Tensor, lo: float, hi: float) -> Tensor:
     """1 for r <= lo, 0 for r >= hi, linear in between."""
     return torch.clamp((hi - r) / (hi - lo), 0.0, 1.0)
+
+
+def coefficient_upper_end(draws: ImportanceDraws) -> Tensor:
+    """The largest c that :func:`auto_coefficient` keeps, per dimension, shape (B, d)::
+
+        max((beta_t / alpha_t)^2, V),   V_j = Σ_k w_k (x1_j^k - m_j)^2 / (1 - Σ_k w_k^2)
+
+    V is the weighted estimate of the posterior variance (the denominator removes its small-sample bias,
+    as n - 1 does for equal weights), the minimum-variance c of a Gaussian posterior. Where one draw
+    carries all the weight V ≈ 0 and the bound is (beta_t / alpha_t)^2, gradient-expectation.
+    """
+    spread = torch.einsum("bk,bkd->bd", draws.w, (draws.x1 - noise_expectation(draws)[:, None]) ** 2)
+    variance = spread / (1 - (draws.w**2).sum(-1, keepdim=True)).clamp_min(torch.finfo(spread.dtype).tiny)
+    return torch.maximum(((draws.beta / draws.alpha) ** 2).expand_as(variance), variance)
 
 
 def auto_coefficient(
@@ -371,8 +385,7 @@ def auto_coefficient(
     because at small t the target's score is huge. Four steps, all computed from the draws:
 
     1. **Stay where the optimum can be.** Project c per dimension onto [0, max((beta_t/alpha_t)^2, V_j)]
-       with V_j = Σ_k w_k (x1_j^k - m_j)^2 / (1 - Σ_k w_k^2), the weighted estimate of the posterior
-       variance (the denominator removes its small-sample bias, as n - 1 does for equal weights). For a
+       (:func:`coefficient_upper_end`; V_j the weighted estimate of the posterior variance). For a
        Gaussian posterior the optimum is that variance, c* = 1/P = 1/(S^-1 + alpha^2/beta^2) <=
        (beta/alpha)^2: a convex mix of noise- and gradient-expectation. Where log p1 is locally convex
        (between two modes) the posterior is wider than the kernel and c* exceeds (beta/alpha)^2; V
@@ -402,9 +415,7 @@ def auto_coefficient(
     (``benchmarks/estimators.py``, whose table is in the README), not derived; they are the honest
     weak point of this design. Derived and measured in notebooks/05_stein_control_variates.ipynb.
     """
-    spread = torch.einsum("bk,bkd->bd", draws.w, (draws.x1 - noise_expectation(draws)[:, None]) ** 2)
-    variance = spread / (1 - (draws.w**2).sum(-1, keepdim=True)).clamp_min(torch.finfo(spread.dtype).tiny)
-    upper = torch.maximum(((draws.beta / draws.alpha) ** 2).expand_as(variance), variance)
+    upper = coefficient_upper_end(draws)
 
     def projected_plugin(d: ImportanceDraws) -> Tensor:
         return torch.minimum(plugin_coefficient(d, ridge, clip).clamp_min(0.0), upper)
@@ -422,7 +433,7 @@ def auto_coefficient(
     K = draws.x1.shape[1]
     if K >= 4 and "split" in gates:
         idx = torch.arange(K, device=c.device)
-        c_even, c_odd = projected_plugin(_subset(draws, idx[0::2])), projected_plugin(_subset(draws, idx[1::2]))
+        c_even, c_odd = projected_plugin(draws.subset(idx[0::2])), projected_plugin(draws.subset(idx[1::2]))
         gap = ((c_even - c_odd).abs() / (0.5 * (c_even + c_odd)).clamp_min(torch.finfo(c.dtype).tiny)).amax(-1)
         keep = torch.maximum(keep, _ramp(gap, 0.25, 0.5))
     return c * keep[:, None]
