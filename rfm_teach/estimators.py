@@ -11,8 +11,8 @@ q1(x1 | x_t) ∝ p1(x1) N(x_t; alpha_t x1, beta_t^2 I) is just the target densit
 
 That kernel is wide at small t (std (1 - t) / t for the linear flow), so one draw soon carries all the
 weight. Passing ``prior_samples`` (the policy's own particles, approximate draws from p1) replaces it by
-a defensive mixture of the kernel and a density fitted to those particles (:func:`draw`,
-:class:`ParticleProposal`): an addition of this package beyond the paper, measured in notebook 05.
+a defensive mixture of the kernel and two densities fitted to those particles, one joint and one of their
+marginals (:func:`draw`, :class:`ParticleProposal`): an addition of this package beyond the paper, measured in notebook 05.
 
 Every estimator below is ``sum_k w_k (x1^k + c ⊙ s1^k)`` for a per-dimension coefficient c, where
 ``s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k`` is the score of the data posterior. Stein's
@@ -62,6 +62,8 @@ __all__ = [
     "auto_coefficient",
     "combine",
     "ParticleProposal",
+    "MIXTURE",
+    "mixture_counts",
     "posterior_mean",
     "qsm_mean",
 ]
@@ -70,6 +72,9 @@ CV = str | float
 CV_MODES: tuple[str, ...] = ("none", "gradient", "plugin", "auto")
 #: The tests of :func:`auto_coefficient` that can keep the plug-in c (all on by default).
 AUTO_GATES: frozenset[str] = frozenset({"uniform", "weighted", "few", "split"})
+#: Shares of the K draws when ``prior_samples`` are given (:func:`draw`): the reverse kernel (the defensive
+#: part: it bounds every weight by p1 / share), the joint fit of the particles, the fit of their marginals.
+MIXTURE: tuple[float, float, float] = (0.25, 0.25, 0.5)
 
 
 @dataclass
@@ -140,61 +145,87 @@ def _check_k(K: int) -> int:
 class ParticleProposal:
     """A density fitted to M particles of the policy, multiplied by the reverse kernel, per row.
 
-    A kernel density f(x) = (1/M) Σ_m N(x; y_m, diag(h^2)) of the particles y_m (bandwidth h per row and
-    dimension, Silverman's rule) times the reverse kernel k(x) = N(x; x_t / alpha_t, sigma^2 I),
-    sigma = beta_t / alpha_t, is again a Gaussian mixture, with closed-form parts::
+    The reverse kernel k(x) = N(x; x_t / alpha_t, sigma^2 I), sigma = beta_t / alpha_t, is isotropic, so its
+    product with a Gaussian kernel-density fit of the particles y_m (bandwidth h per row and dimension,
+    Silverman's rule for the dimension of the fitted density) is again a Gaussian mixture with closed-form
+    parts, which can be sampled and evaluated exactly. Two fits, the same formulas per coordinate::
 
-        f(x) k(x) / Z = Σ_m pi_m N(x; c_m, diag(s^2)),    s^2 = h^2 sigma^2 / (h^2 + sigma^2),
-        c_m = (sigma^2 y_m + h^2 x_t / alpha_t) / (h^2 + sigma^2),  pi_m ∝ N(y_m; x_t / alpha_t, diag(h^2 + sigma^2))
+        s^2 = h^2 sigma^2 / (h^2 + sigma^2),   c_m = (sigma^2 y_m + h^2 x_t / alpha_t) / (h^2 + sigma^2)
 
-    so it can be sampled and its density evaluated exactly. Shapes: ``centres`` (B, M, d),
-    ``log_pi`` (B, M), ``std`` (B, 1, d), ``bandwidth`` h (B, 1, d).
+    - **joint** (``factorised=False``): f(x) = (1/M) Σ_m N(x; y_m, diag(h^2)), and
+      f k / Z = Σ_m pi_m N(x; c_m, diag(s^2)) with pi_m ∝ N(y_m; x_t / alpha_t, diag(h^2 + sigma^2)).
+      It keeps the particles' correlations but has only M components: in d dimensions it cannot place
+      mass on a combination of coordinates that no single particle shows.
+    - **marginal** (``factorised=True``): f(x) = Π_j (1/M) Σ_m N(x_j; y_mj, h_j^2), the product of the
+      particles' 1-D marginal fits, and f k / Z = Π_j Σ_m pi_mj N(x_j; c_mj, s_j^2) with
+      pi_mj ∝ N(y_mj; x_j,t / alpha_t, h_j^2 + sigma^2). Its M^d components cover every combination of
+      the particles' coordinates, which is what a product-like target in d = 6 needs, and it ignores
+      correlations (the joint fit and the kernel cover those in the mixture of :func:`draw`).
+
+    Shapes: ``centres`` (B, M, d), ``log_pi`` (B, M) joint or (B, M, d) marginal, ``std`` and
+    ``bandwidth`` (B, 1, d).
     """
 
     centres: Tensor
     log_pi: Tensor
     std: Tensor
     bandwidth: Tensor
+    factorised: bool = False
 
     #: Floor of the bandwidth (latent units): particles that all coincide still give a proper density.
     MIN_BANDWIDTH = 1e-3
 
     @classmethod
-    def fit(cls, particles: Tensor, kernel_mean: Tensor, sigma: Tensor) -> ParticleProposal:
+    def fit(cls, particles: Tensor, kernel_mean: Tensor, sigma: Tensor, *, factorised: bool = False) -> ParticleProposal:
         """Shapes: ``particles`` (B, M, d), ``kernel_mean`` x_t / alpha_t (B, d), ``sigma`` (B, 1)."""
         M, d = particles.shape[1], particles.shape[2]
-        silverman = (4.0 / ((d + 2) * M)) ** (1.0 / (d + 4))
+        n = 1 if factorised else d  # the dimension of the density that Silverman's rule fits
+        silverman = (4.0 / ((n + 2) * M)) ** (1.0 / (n + 4))
         h2 = (silverman * particles.std(1, unbiased=False, keepdim=True)).clamp_min(cls.MIN_BANDWIDTH) ** 2
         s2 = sigma[:, None] ** 2  # (B, 1, 1)
         centres = (s2 * particles + h2 * kernel_mean[:, None]) / (h2 + s2)
-        log_pi = _log_normal(particles, kernel_mean[:, None], h2 + s2)  # (B, M)
-        return cls(centres, log_pi - torch.logsumexp(log_pi, -1, keepdim=True), (h2 * s2 / (h2 + s2)).sqrt(), h2.sqrt())
-
-    def informative(self, sigma: Tensor) -> Tensor:
-        """Rows where the fit can sharpen the kernel: sigma > min_j h_j, (B,) bool. ``sigma``: (B, 1).
-
-        The density fit resolves nothing finer than its bandwidth h. Where the kernel is narrower than h in
-        every coordinate, the product f k is k tilted by a fit that is flat (or wrong) at the kernel's scale,
-        so the kernel's own draws are as good and their weights are the exact p1.
-        """
-        return sigma[:, 0] > self.bandwidth.amin((1, 2))
+        log_pi = _log_normal_parts(particles, kernel_mean[:, None], h2 + s2)  # (B, M, d)
+        if not factorised:
+            log_pi = log_pi.sum(-1)
+        return cls(centres, log_pi - torch.logsumexp(log_pi, 1, keepdim=True), (h2 * s2 / (h2 + s2)).sqrt(), h2.sqrt(),
+                   factorised)
 
     def sample(self, n: int, generator: Generator) -> Tensor:
-        """n draws per row, (B, n, d): pick a component by pi, then add Gaussian noise of std s."""
-        idx = seeds.multinomial(self.log_pi.exp(), n, generator, replacement=True)  # (B, n)
-        centre = torch.gather(self.centres, 1, idx[..., None].expand(-1, -1, self.centres.shape[-1]))
+        """n draws per row, (B, n, d): pick a component by pi (per coordinate if factorised), add noise of std s."""
+        B, M, d = self.centres.shape
+        if self.factorised:  # one component per row and coordinate: rows of probs are (b, j), b-major
+            probs = self.log_pi.exp().transpose(1, 2).reshape(B * d, M)
+            idx = seeds.multinomial(probs, n, generator, replacement=True).reshape(B, d, n).transpose(1, 2)
+        else:
+            idx = seeds.multinomial(self.log_pi.exp(), n, generator, replacement=True)[..., None].expand(-1, -1, d)
+        centre = torch.gather(self.centres, 1, idx)  # (B, n, d)
         noise = seeds.randn(centre.shape, generator, dtype=centre.dtype, device=centre.device)
         return centre + self.std * noise
 
     def log_density(self, x: Tensor) -> Tensor:
         """log of the normalised mixture at x (B, K, d) -> (B, K)."""
-        log_comp = _log_normal(x[:, :, None], self.centres[:, None], self.std[:, None] ** 2)  # (B, K, M)
-        return torch.logsumexp(self.log_pi[:, None] + log_comp, -1)
+        log_comp = _log_normal_parts(x[:, :, None], self.centres[:, None], self.std[:, None] ** 2)  # (B, K, M, d)
+        if self.factorised:
+            return torch.logsumexp(self.log_pi[:, None] + log_comp, 2).sum(-1)
+        return torch.logsumexp(self.log_pi[:, None] + log_comp.sum(-1), -1)
+
+
+def _log_normal_parts(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """log N(x_j; mean_j, var_j) per coordinate, not summed (all arguments broadcast)."""
+    return -0.5 * (((x - mean) ** 2 / var) + torch.log(2 * math.pi * var))
 
 
 def _log_normal(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
     """log N(x; mean, diag(var)) summed over the last axis (all arguments broadcast)."""
-    return -0.5 * (((x - mean) ** 2 / var) + torch.log(2 * math.pi * var)).sum(-1)
+    return _log_normal_parts(x, mean, var).sum(-1)
+
+
+def mixture_counts(K: int, shares: tuple[float, float, float] = MIXTURE) -> tuple[int, int, int]:
+    """Draws per component (kernel, joint fit, marginal fit) for K draws: K_k = max(1, ceil(K s_k)) kernel
+    draws, then K_j = round(K s_j) (at most what is left) and K_m = K - K_k - K_j."""
+    n_kernel = max(1, math.ceil(K * shares[0]))
+    n_joint = min(round(K * shares[1]), K - n_kernel)
+    return n_kernel, n_joint, K - n_kernel - n_joint
 
 
 def draw(
@@ -207,6 +238,7 @@ def draw(
     generator: Generator = None,
     need_score: bool = True,
     prior_samples: Tensor | None = None,
+    mixture: tuple[float, float, float] = MIXTURE,
     check: bool = True,
 ) -> ImportanceDraws:
     """Draw K endpoints from the proposal and weight them against the data posterior q1(x1 | x_t).
@@ -218,23 +250,27 @@ def draw(
 
         x0^k ~ N(0, I),   x1^k = (x_t - beta_t x0^k) / alpha_t,   log w_k = log p1(x1^k)
 
-    **Defensive mixture** (``prior_samples`` given, our addition): K_k = ceil(K/2) draws from k and the
-    K_g = K - K_k others from g = (particle density × k) normalised (:class:`ParticleProposal`), weighted
-    by the balance heuristic against the mixture r = (K_k / K) k + (K_g / K) g actually sampled::
+    **Defensive mixture** (``prior_samples`` given, our addition): K_k draws from k, K_j from the joint fit
+    g_j and K_m from the marginal fit g_m of the particles, each multiplied by k and normalised
+    (:class:`ParticleProposal`; counts :func:`mixture_counts`, shares :data:`MIXTURE` = 1/4, 1/4, 1/2),
+    weighted by the balance heuristic against the mixture r = (K_k k + K_j g_j + K_m g_m) / K actually
+    sampled::
 
         log w_k = log p1(x1^k) + log k(x1^k) - log r(x1^k)
 
     Because r >= (K_k / K) k, every weight is at most (K / K_k) p1: a poor fit of the particles costs
-    accuracy but never makes the weights worse than the kernel's own. Rows where the kernel is narrower
-    than the fit's bandwidth in every coordinate (sigma <= min_j h_j, large t; see
-    :meth:`ParticleProposal.informative`) keep all K kernel draws: there the fit adds nothing, and the
-    estimate is then identical to the kernel-only one on the same noise. The K kernel noises are drawn
-    first in every case, so a generator in the same state gives the same kernel draws with or without
-    particles (common random numbers for comparisons). In both cases
+    accuracy but never makes the weights worse than (K / K_k) times the kernel's own. The K kernel noises
+    are drawn first in every case, so a generator in the same state gives the same first K_k kernel draws
+    with or without particles (common random numbers for comparisons). In both cases
     x0^k = (x_t - alpha_t x1^k) / beta_t (the noise that would produce x_t) and the posterior score is
     ``s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k``; w = softmax(log w), ESS = 1 / Σ w^2.
 
+    The shares were chosen among six splits by the velocity-unit MSE on two moons, the ring and the d = 6
+    product target (``benchmarks/estimators.py`` scores them on targets not used for the choice); the
+    joint-only mixture of the earlier versions is ``mixture=(0.5, 0.5, 0.0)``.
+
     Shapes: ``x_t``: (B, d); ``t``: float or (B,); ``prior_samples``: (B, M, d). Returns draws (B, K, d).
+    ``mixture``: shares (kernel, joint, marginal), non-negative, summing to 1, kernel share > 0.
     ``check=False`` skips the tests that read values back from the device (finiteness, t in (0, 1)).
     """
     if not isinstance(target, Boltzmann):
@@ -252,20 +288,19 @@ def draw(
     if prior_samples is not None:
         prior_samples = _check_prior_samples(prior_samples, x_t, check)
     alpha, beta = path.alpha(tt), path.beta(tt)
-    n_kernel = K if prior_samples is None or K == 1 else (K + 1) // 2
+    counts = (K, 0, 0) if prior_samples is None else mixture_counts(K, _check_mixture(mixture))
     x0 = seeds.randn((batch, K, dim), generator, dtype=x_t.dtype, device=x_t.device)
     x1 = (x_t[:, None, :] - beta[:, None] * x0) / alpha[:, None]
     log_correction = None
-    if n_kernel < K:
+    if counts[0] < K:
         sigma, centre = beta / alpha, x_t / alpha
-        proposal = ParticleProposal.fit(prior_samples, centre, sigma)
-        use = proposal.informative(sigma)[:, None]  # (B, 1): rows that take K_g draws from g
-        mixed = torch.cat([x1[:, :n_kernel], proposal.sample(K - n_kernel, generator)], 1)
-        x1 = torch.where(use[..., None], mixed, x1)
-        x0 = torch.where(use[..., None], (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None], x0)
+        fits = [(n, ParticleProposal.fit(prior_samples, centre, sigma, factorised=f)) for n, f in zip(counts[1:], (False, True)) if n]
+        x1 = torch.cat([x1[:, :counts[0]], *(fit.sample(n, generator) for n, fit in fits)], 1)
+        x0 = (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None]
         log_k = _log_normal(x1, centre[:, None], sigma[:, None] ** 2)  # (B, K)
-        log_r = torch.logaddexp(log_k + math.log(n_kernel / K), proposal.log_density(x1) + math.log(1 - n_kernel / K))
-        log_correction = torch.where(use, log_k - log_r, torch.zeros_like(log_k))
+        log_r = torch.logsumexp(torch.stack([log_k + math.log(counts[0] / K),
+                                             *(fit.log_density(x1) + math.log(n / K) for n, fit in fits)]), 0)
+        log_correction = log_k - log_r
     if need_score:
         log_w, grad_log_p = target.log_density_and_score(x1)
         score = grad_log_p + (alpha / beta)[:, None] * x0
@@ -277,6 +312,16 @@ def draw(
         log_w = log_w + log_correction
     w = torch.softmax(log_w, dim=-1)  # log-sum-exp inside: finite for any finite log-weights
     return ImportanceDraws(x_t, tt, x0, x1, log_w, w, alpha, beta, grad_log_p, score)
+
+
+def _check_mixture(mixture) -> tuple[float, float, float]:
+    try:
+        shares = tuple(float(v) for v in mixture)
+    except (TypeError, ValueError):
+        shares = ()
+    if len(shares) != 3 or min(shares) < 0 or shares[0] <= 0 or abs(sum(shares) - 1) > 1e-6:
+        raise ValueError(f"mixture must be three shares (kernel > 0, joint >= 0, marginal >= 0) summing to 1; got {mixture!r}")
+    return shares
 
 
 def _check_prior_samples(prior_samples: Tensor, x_t: Tensor, check: bool) -> Tensor:
@@ -479,6 +524,7 @@ def posterior_mean(
     ridge: float = 1e-4,
     clip: float = 2.0,
     prior_samples: Tensor | None = None,
+    mixture: tuple[float, float, float] = MIXTURE,
     check: bool = True,
 ) -> PosteriorEstimate:
     """Estimate mu1 = E[x1 | x_t] for the Boltzmann target with K importance draws per row.
@@ -495,8 +541,9 @@ def posterior_mean(
         ridge, clip: regularisation of the plug-in coefficient (authors' defaults 1e-4 and 2).
         prior_samples: optional (B, M, d) approximate draws from p1 for each row, e.g. the policy's own
             particles (latent space). They turn the proposal into a defensive mixture of the reverse
-            kernel and a density fitted to them (see :func:`draw`), so the weights no longer collapse
+            kernel and two densities fitted to them (see :func:`draw`), so the weights no longer collapse
             at small t or in higher dimensions. None gives the paper's kernel-only proposal.
+        mixture: shares of the K draws (kernel, joint fit, marginal fit) when ``prior_samples`` are given.
         check: validate values (finiteness, t in (0, 1)); False skips every test that reads the device,
             for callers that validated at their own public boundary (the agent's update).
 
@@ -515,7 +562,7 @@ def posterior_mean(
     if not (ridge >= 0 and clip > 0):
         raise ValueError(f"need ridge >= 0 and clip > 0; got ridge={ridge}, clip={clip}")
     draws = draw(target, x_t, t, path=path, K=K, generator=generator, need_score=cv != "none",
-                 prior_samples=prior_samples, check=check)
+                 prior_samples=prior_samples, mixture=mixture, check=check)
     batch, dim = draws.x_t.shape
     if cv == "none":
         c = torch.zeros(batch, dim, dtype=x_t.dtype, device=x_t.device)

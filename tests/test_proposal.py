@@ -8,7 +8,7 @@ E tr Cov(x1 | x_t), at every t, in 2D and in d = 6; and it never produces NaN, w
 import pytest
 import torch
 
-from rfm_teach.estimators import ParticleProposal, _log_normal, draw, posterior_mean
+from rfm_teach.estimators import MIXTURE, ParticleProposal, _log_normal, draw, mixture_counts, posterior_mean
 from rfm_teach.paths import LinearFlow, VPDiffusion
 from rfm_teach.scoring import score_estimator
 from rfm_teach.targets import AnisotropicQuadratic, Boltzmann, ProductLandscape, exact_answers, make_toy
@@ -88,6 +88,30 @@ def test_particle_proposal_density_is_the_normalised_product():
     torch.testing.assert_close(log_g, log_fk - log_z[:, None], atol=1e-9, rtol=0)
 
 
+def test_marginal_fit_is_the_normalised_product_of_one_dimensional_fits():
+    """In 2-D the factorised fit integrates to 1, is the product of the two 1-D fits (each times its
+    coordinate of the isotropic kernel), and puts mass on the combination (-1, 1) that the joint fit
+    of particles near (-1, -1) and (1, 1) misses."""
+    signs = torch.tensor([-1.0, 1.0], dtype=torch.float64).repeat_interleave(16)[:, None]
+    particles = (signs + 0.05 * torch.randn(32, 2, generator=gen(19), dtype=torch.float64))[None]  # (1, 32, 2)
+    centre, sigma = torch.tensor([[0.0, 0.0]], dtype=torch.float64), torch.tensor([[2.0]], dtype=torch.float64)
+    marginal = ParticleProposal.fit(particles, centre, sigma, factorised=True)
+    joint = ParticleProposal.fit(particles, centre, sigma)
+    axis = torch.linspace(-5, 5, 401, dtype=torch.float64)
+    h = float(axis[1] - axis[0])
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(1, -1, 2)
+    log_g = marginal.log_density(grid)
+    assert abs(float(log_g.exp().sum() * h * h) - 1.0) < 1e-6
+    one_d = [ParticleProposal.fit(particles[..., j:j + 1], centre[:, j:j + 1], sigma) for j in range(2)]
+    expected = sum(f.log_density(grid[..., j:j + 1]) for j, f in enumerate(one_d))
+    torch.testing.assert_close(log_g, expected, atol=1e-9, rtol=0)
+    corner = torch.tensor([[[-1.0, 1.0]]], dtype=torch.float64)
+    assert float(marginal.log_density(corner) - joint.log_density(corner)) > 4.0  # over 50x the density
+    draws = marginal.sample(4000, gen(20))
+    off = ((draws[0, :, 0] < 0) & (draws[0, :, 1] > 0)).double().mean()
+    assert 0.15 < float(off) < 0.35  # about a quarter of the draws combine the two clusters' coordinates
+
+
 @pytest.mark.parametrize("case", ["identical", "far", "single"])
 @pytest.mark.parametrize("t", [0.001, 0.05, 0.5, 0.999])
 def test_poor_particles_cost_accuracy_never_finiteness(case, t):
@@ -103,13 +127,16 @@ def test_poor_particles_cost_accuracy_never_finiteness(case, t):
             assert torch.isfinite(est.mean).all() and torch.isfinite(est.ess).all() and torch.isfinite(est.c).all()
 
 
-def test_weights_never_exceed_the_kernel_bound():
+@pytest.mark.parametrize("K", [2, 3, 10, 64])
+def test_weights_never_exceed_the_kernel_bound(K):
     """r >= (K_k / K) k, so w_unnormalised <= (K / K_k) p1: the balance heuristic's defensive bound."""
     target = Boltzmann(make_toy("ring"), 1.0)
     x_t = torch.randn(6, 2, generator=gen(6))
     prior = torch.full((6, 32, 2), 5.0)
-    d = draw(target, x_t, 0.3, path=FLOW, K=10, generator=gen(7), prior_samples=prior)
-    assert (d.log_w <= target.log_density(d.x1) + torch.log(torch.tensor(2.0)) + 1e-5).all()
+    n_kernel = mixture_counts(K)[0]
+    assert n_kernel >= 1 and sum(mixture_counts(K)) == K
+    d = draw(target, x_t, 0.3, path=FLOW, K=K, generator=gen(7), prior_samples=prior)
+    assert (d.log_w <= target.log_density(d.x1) + torch.log(torch.tensor(K / n_kernel)) + 1e-5).all()
 
 
 def test_other_paths_and_determinism():
@@ -140,21 +167,26 @@ def test_bad_prior_samples_raise_clear_errors():
         posterior_mean(target, x_t, 0.5, K=4, prior_samples=[[0.0, 0.0]])
 
 
-def test_rows_with_a_kernel_narrower_than_the_fit_keep_the_kernel_draws():
-    """sigma = beta/alpha <= min_j h_j: the fit adds nothing at the kernel's scale, so that row is the
-    paper's estimator on the same noise (bit for bit); rows with a wider kernel use the particles."""
+def test_mixture_shares_the_kernel_draws_with_the_kernel_only_estimator():
+    """Common random numbers: the first K_k draws are the paper's kernel draws on the same generator state,
+    K_j come from the joint fit and K_m from the marginal fit; mixture=(1, 0, 0) is the paper's proposal."""
     target = Boltzmann(make_toy("two_moons"), 1.0)
     x_t = torch.randn(4, 2, generator=gen(11))
-    prior = torch.randn(4, 32, 2, generator=gen(12)) * 0.5  # bandwidth about 0.2
-    t = torch.tensor([0.97, 0.2, 0.95, 0.1])  # sigma 0.03, 4, 0.05, 9
+    prior = torch.randn(4, 32, 2, generator=gen(12)) * 0.5
+    t = torch.tensor([0.97, 0.2, 0.95, 0.1])
+    n_kernel, n_joint, n_marginal = mixture_counts(16)
+    assert (n_kernel, n_joint, n_marginal) == (4, 4, 8) and MIXTURE == (0.25, 0.25, 0.5)
     for cv in ("none", "plugin", "auto"):
         mixed = posterior_mean(target, x_t, t, K=16, cv=cv, generator=gen(13), prior_samples=prior)
         kernel = posterior_mean(target, x_t, t, K=16, cv=cv, generator=gen(13))
-        assert torch.equal(mixed.mean[[0, 2]], kernel.mean[[0, 2]])
-        assert torch.equal(mixed.draws.x1[[0, 2]], kernel.draws.x1[[0, 2]])
-        # the wide-kernel rows share the first ceil(K/2) kernel draws and replace the rest by draws of g
-        assert torch.equal(mixed.draws.x1[[1, 3], :8], kernel.draws.x1[[1, 3], :8])
-        assert not torch.equal(mixed.draws.x1[[1, 3], 8:], kernel.draws.x1[[1, 3], 8:])
-    g = ParticleProposal.fit(prior, x_t / 0.5, torch.full((4, 1), 0.1))
-    assert (g.bandwidth > 0.1).all() and not g.informative(torch.full((4, 1), 0.1)).any()
-    assert g.informative(torch.full((4, 1), 5.0)).all()
+        torch.testing.assert_close(mixed.draws.x1[:, :n_kernel], kernel.draws.x1[:, :n_kernel], atol=0, rtol=0)
+        assert not torch.equal(mixed.draws.x1[:, n_kernel:], kernel.draws.x1[:, n_kernel:])
+        only_kernel = posterior_mean(target, x_t, t, K=16, cv=cv, generator=gen(13), prior_samples=prior, mixture=(1, 0, 0))
+        assert torch.equal(only_kernel.mean, kernel.mean)
+
+
+@pytest.mark.parametrize("mixture", [(0.0, 0.5, 0.5), (0.5, 0.5), (0.5, 0.5, 0.5), (0.5, -0.1, 0.6), "half"])
+def test_bad_mixture_raises_a_clear_error(mixture):
+    target = Boltzmann(make_toy("ring"), 1.0)
+    with pytest.raises(ValueError, match="mixture must be three shares"):
+        posterior_mean(target, torch.zeros(3, 2), 0.5, K=4, prior_samples=torch.zeros(3, 5, 2), mixture=mixture)
