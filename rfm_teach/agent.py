@@ -19,8 +19,8 @@ The regression target is chosen by two fields, recorded in every manifest as the
   (noise-expectation, SDAC/QNE-style), "gradient" (gradient-expectation, iDEM/DQS-style), "plugin"
   (the paper's per-dimension coefficient), "auto" (ours, the default) or a fixed float.
 - ``proposal``: "policy" (the default; our addition) passes the M particles drawn for the Boltzmann
-  choice as ``prior_samples``, a defensive mixture of the reverse kernel and a density fitted to the
-  policy's own samples, whose weights do not collapse at small t; "kernel" is the paper's
+  choice as ``prior_samples``, a defensive mixture of the reverse kernel and two densities fitted to
+  the policy's own samples (joint and marginal), whose weights do not collapse at small t; "kernel" is the paper's
   reverse-kernel-only proposal. The paper's estimator is ``cv="plugin", proposal="kernel"``.
 
 ``algo="qsm"`` regresses onto the QSM target (:func:`rfm_teach.estimators.qsm_mean`: grad Q at the

@@ -22,7 +22,7 @@ and it learns the right velocity only as far as the target is unbiased (regressi
 estimator's variance, not its bias). ``cv`` switches between noise-expectation (``"none"``),
 gradient-expectation (``"gradient"``) and RFM (``"plugin"``, the paper's; ``"auto"``, ours);
 ``prior_samples`` (the policy's own particles) switches the proposal from the paper's reverse kernel to
-a defensive mixture with a density fitted to those particles.
+a defensive mixture of the kernel and two densities fitted to those particles (joint and marginal).
 
 Shapes: ``obs`` (B, ds) with ds possibly 0, ``u_t`` (B, d), ``t`` (B,), ``temperature`` a float or (B,).
 The policy works in the latent space u; with ``squash=True`` actions are a = tanh(u) and the target
