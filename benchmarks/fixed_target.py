@@ -60,6 +60,8 @@ def _parse_value(kind, text: str):
         return int(text)
     if kind in (float, "float"):
         return float(text)
+    if str(kind).startswith("tuple"):  # the mixture: three shares, comma-separated
+        return tuple(float(v) for v in text.split(","))
     return text
 
 

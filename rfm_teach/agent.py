@@ -83,7 +83,7 @@ import torch
 from torch import Tensor, nn
 
 from . import seeds
-from .estimators import CV_MODES, qsm_mean
+from .estimators import CV_MODES, MIXTURE, check_mixture, qsm_mean
 from .policies import DEFAULT_TIME_SCALE, DiffusionPolicy, FlowPolicy
 from .seeds import Generator, SeedGenerators, SeedLinear, clip_grad_norm_per_seed, stack_seeds
 from .targets import Boltzmann, log_sech2
@@ -112,6 +112,9 @@ class AgentConfig:
             "plugin" (the paper's coefficient), "auto" (ours, default) or a fixed float.
         proposal: "policy" (defensive mixture with the M particles of the Boltzmann choice, default)
             or "kernel" (the paper's reverse-kernel proposal). The paper's estimator: cv="plugin", proposal="kernel".
+        mixture: shares of the K draws from the kernel, the joint fit and the marginal fit of the particles
+            with proposal="policy" (1/4, 1/4, 1/2; :func:`rfm_teach.estimators.draw`). (0.5, 0.5, 0) is
+            the joint-only mixture of earlier versions.
         endpoints: where u_t is placed: "boltzmann" (the authors': a Boltzmann pick among the M
             particles) or "raw" (one policy sample; same fixed point, no critic call).
         exact_q: None (learned twin critics) or "bandit" (the contextual bandit's exact Q = r; critics unused).
@@ -139,6 +142,7 @@ class AgentConfig:
     algo: str = "rfm"
     cv: float | str = "auto"
     proposal: str = "policy"
+    mixture: tuple[float, float, float] = MIXTURE
     endpoints: str = "boltzmann"
     exact_q: str | None = None
     exact_target: bool = False
@@ -161,6 +165,10 @@ class AgentConfig:
     grad_clip: float | None = 10.0
     sac_alpha_lr: float = 1e-3
 
+    def __post_init__(self) -> None:
+        if isinstance(self.mixture, list):  # read back from JSON
+            self.mixture = tuple(self.mixture)
+
     def validate(self) -> AgentConfig:
         """Raise ValueError naming the first bad value; return self so calls can be chained."""
         if self.algo in _REMOVED_ALGOS:
@@ -177,6 +185,7 @@ class AgentConfig:
                                      ("temperature_mode", self.temperature_mode, ("fixed", "reward_scale"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+        check_mixture(self.mixture)
         if self.exact_q is not None and self.exact_q not in EXACT_Q:
             raise ValueError(f"exact_q must be None or one of {EXACT_Q}; got {self.exact_q!r}")
         if not isinstance(self.exact_target, bool):
@@ -581,7 +590,8 @@ class Agent:
         else:
             exact_mu1, prior = None, (particles if cfg.proposal == "policy" else None)
         actor_loss, info = self.actor.loss(obs, u1, target, temperature=temp, K=cfg.K, cv=cfg.cv,
-                                           generator=gen, exact_mu1=exact_mu1, prior_samples=prior, check=False)
+                                           generator=gen, exact_mu1=exact_mu1, prior_samples=prior,
+                                           mixture=cfg.mixture, check=False)
         self._step(self.actor_optim, actor_loss, list(self.actor.parameters()))
         self._polyak()
         nan = torch.full((self.n_seeds,), math.nan, device=self.device)

@@ -64,6 +64,7 @@ __all__ = [
     "ParticleProposal",
     "MIXTURE",
     "mixture_counts",
+    "check_mixture",
     "posterior_mean",
     "qsm_mean",
 ]
@@ -288,7 +289,7 @@ def draw(
     if prior_samples is not None:
         prior_samples = _check_prior_samples(prior_samples, x_t, check)
     alpha, beta = path.alpha(tt), path.beta(tt)
-    counts = (K, 0, 0) if prior_samples is None else mixture_counts(K, _check_mixture(mixture))
+    counts = (K, 0, 0) if prior_samples is None else mixture_counts(K, check_mixture(mixture))
     x0 = seeds.randn((batch, K, dim), generator, dtype=x_t.dtype, device=x_t.device)
     x1 = (x_t[:, None, :] - beta[:, None] * x0) / alpha[:, None]
     log_correction = None
@@ -314,7 +315,9 @@ def draw(
     return ImportanceDraws(x_t, tt, x0, x1, log_w, w, alpha, beta, grad_log_p, score)
 
 
-def _check_mixture(mixture) -> tuple[float, float, float]:
+def check_mixture(mixture) -> tuple[float, float, float]:
+    """The shares (kernel, joint fit, marginal fit) as a tuple of floats; ValueError unless kernel > 0, the
+    others >= 0 and the three sum to 1."""
     try:
         shares = tuple(float(v) for v in mixture)
     except (TypeError, ValueError):

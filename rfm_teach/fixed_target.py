@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .estimators import MIXTURE, check_mixture
 from .metrics import grid_tv, median_bandwidth, mmd2, sliced_wasserstein
 from .paths import GaussianPath
 from .policies import DiffusionPolicy, FlowPolicy, euler, time_grid
@@ -82,6 +83,8 @@ class FitConfig:
     cv: str = field(default="auto", metadata={"help": "none, gradient, plugin, auto, a float, or exact (the oracle)"})
     proposal: str = field(default="policy", metadata={
         "help": "policy: defensive mixture with M policy samples (ours); kernel: reverse kernel only (the paper's)"})
+    mixture: tuple[float, float, float] = field(default=MIXTURE, metadata={
+        "help": "proposal=policy: shares of the K draws from the kernel, the joint fit and the marginal fit"})
     K: int = field(default=100, metadata={"help": "importance draws per row (the same for every estimator)"})
     M: int = field(default=32, metadata={"help": "policy samples passed as prior_samples (proposal=policy)"})
     steps: int = field(default=2400, metadata={"help": "Adam steps"})
@@ -103,8 +106,13 @@ class FitConfig:
     endpoints: str = field(default="policy", metadata={"help": "policy, or mixed (half uniform on the box)"})
     grad_clip: float = field(default=10.0, metadata={"help": "global gradient-norm clip (the authors: 10)"})
 
+    def __post_init__(self) -> None:
+        if isinstance(self.mixture, list):  # read back from a manifest (JSON)
+            self.mixture = tuple(self.mixture)
+
     def validate(self) -> FitConfig:
         """Raise ValueError naming the first bad field; return self."""
+        check_mixture(self.mixture)
         if self.endpoints not in ENDPOINTS:
             raise ValueError(f"endpoints must be one of {ENDPOINTS}; got {self.endpoints!r}")
         if self.policy not in POLICIES:
@@ -447,7 +455,7 @@ def fit_to_target(config: FitConfig | None = None, *, out_dir: str | Path | None
             u1 = torch.cat([u1[: c.batch // 2].clamp(-box, box), uni[c.batch // 2:]], 0)
         loss, info = model.loss(obs, u1, target, temperature=c.temperature, K=c.K,
                                 cv="none" if c.cv == EXACT else c.cv, generator=gen, exact_mu1=exact_mu1,
-                                prior_samples=prior)
+                                prior_samples=prior, mixture=c.mixture)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)  # the authors clip the actor at 10

@@ -134,7 +134,10 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as JSON values (the mixture's tuple as a list, as it reads back from a manifest)."""
+        data = asdict(self)
+        data["agent"]["mixture"] = list(data["agent"]["mixture"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

@@ -32,7 +32,8 @@ def _batch(obs_dim: int = 3, act_dim: int = 2, B: int = 16, terminal: bool = Fal
      ("gamma", 1.0, "gamma"), ("grad_clip", -1.0, "grad_clip"), ("policy", "gauss", "policy"),
      ("temperature_mode", "auto", "temperature_mode"), ("K", 2.5, "K"), ("cv", "tweedie", "cv"),
      ("cv", float("nan"), "cv"), ("proposal", "mixture", "proposal"), ("endpoints", "argmax", "endpoints"),
-     ("exact_q", "cheetah", "exact_q"), ("algo", "noise", "cv='none'")],
+     ("exact_q", "cheetah", "exact_q"), ("algo", "noise", "cv='none'"), ("mixture", (0.5, 0.5), "mixture"),
+     ("mixture", (0.0, 0.5, 0.5), "mixture")],
 )
 def test_bad_config_values_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -161,6 +162,19 @@ def test_estimator_settings_run(overrides):
     agent = Agent(3, 2, AgentConfig(**SMALL, **overrides), seed=0)
     metrics = agent.update(_batch())
     assert all(torch.isfinite(torch.tensor(metrics[k])) for k in ("critic_loss", "actor_loss"))
+
+
+def test_the_mixture_reaches_the_estimator():
+    """AgentConfig.mixture is what the actor's estimator samples: all K draws from the kernel is the kernel
+    proposal bit for bit, and the default mixture is not."""
+    def actor_after_one_update(**overrides):
+        agent = Agent(3, 2, AgentConfig(**SMALL, **overrides), seed=0)
+        agent.update(_batch())
+        return torch.cat([p.flatten() for p in agent.actor.parameters()])
+
+    kernel = actor_after_one_update(proposal="kernel")
+    torch.testing.assert_close(actor_after_one_update(mixture=(1.0, 0.0, 0.0)), kernel, rtol=0, atol=0)
+    assert not torch.equal(actor_after_one_update(), kernel)
 
 
 def test_agent_leaves_the_global_rng_alone():

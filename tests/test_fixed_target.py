@@ -66,7 +66,7 @@ def test_fit_writes_its_own_manifest_with_the_full_config(tmp_path):
     cfg = dataclasses.replace(TINY, steps=2, eval_every=2)
     fit_to_target(cfg, out_dir=tmp_path / "run", command="pytest", progress=False)
     manifest = validate_manifest(tmp_path / "run")
-    assert manifest["extra"]["configs"] == [dataclasses.asdict(cfg)]
+    assert [FitConfig(**c) for c in manifest["extra"]["configs"]] == [cfg]   # the full config reads back
     assert manifest["extra"]["estimators"] == ["auto+policy"]
     assert set(manifest["files"]) == {"curves.csv", "floor.csv", "samples.csv"}
     json.dumps(manifest)
