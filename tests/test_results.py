@@ -110,7 +110,10 @@ def test_fixed_target_results_are_readable():
         with open(run / "curves.csv") as f:
             rows = list(csv.DictReader(f))
         assert {r["estimator"] for r in rows} == set(extra["estimators"])
-        assert extra["configs"] and all(set(c) == fields for c in extra["configs"]), "every fit's full FitConfig"
+        # runs made before FitConfig.mixture existed lack it (they sampled the joint-only mixture; notebook 06
+        # lists them apart), every other field is there
+        assert extra["configs"] and all(set(c) in (fields, fields - {"mixture"}) for c in extra["configs"]), \
+            "every fit's full FitConfig"
         assert len(extra["configs"]) == extra["finished_fits"]
         for r in rows:
             for key in ("sw", "mmd2", "tv"):
