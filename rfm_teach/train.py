@@ -134,10 +134,8 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        """The config as JSON values (the mixture's tuple as a list, as it reads back from a manifest)."""
-        data = asdict(self)
-        data["agent"]["mixture"] = list(data["agent"]["mixture"])
-        return data
+        """The config as JSON values (tuples as lists), exactly as it reads back from a manifest."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
