@@ -379,15 +379,16 @@ def plugin_coefficient(draws: ImportanceDraws, ridge: float = 1e-4, clip: float 
     with m = Σ w x1 and s̄ = Σ w s1. It minimises the delta-method variance of SNIS,
     (1/K) E[w̄^2 (x + c s - mu)^2], with the expectations replaced by the same K draws. Defaults
     (ridge 1e-4, clip 2) are those of the authors' config. When one draw carries all the weight
-    (ESS ≈ 1) both sums are ≈ 0 and c is noise: see :func:`auto_coefficient`.
+    (ESS ≈ 1) both sums are ≈ 0 and c is noise: see :func:`auto_coefficient`. With ridge = 0 a
+    denominator of exactly 0 (then the numerator is 0 too, by Cauchy–Schwarz) gives c = 0, not NaN.
     """
     if draws.score is None:
         raise ValueError("these draws carry no scores; call draw(..., need_score=True)")
     w2 = draws.w[..., None] ** 2
     dx = draws.x1 - noise_expectation(draws)[:, None]
     ds = draws.score - stein_control_variate(draws)[:, None]
-    c = -(w2 * dx * ds).sum(1) / ((w2 * ds * ds).sum(1) + ridge)
-    return c.clamp(-clip, clip)
+    denominator = ((w2 * ds * ds).sum(1) + ridge).clamp_min(torch.finfo(dx.dtype).tiny)
+    return (-(w2 * dx * ds).sum(1) / denominator).clamp(-clip, clip)
 
 
 def _spread_ratio(draws: ImportanceDraws, c: Tensor, nu: Tensor) -> Tensor:
@@ -432,8 +433,13 @@ def auto_coefficient(
 
     The plug-in c is estimated from the same K draws. When a few draws carry all the weight (small t,
     ESS ≈ 1) it is noise, and c ⊙ s̄ then moves the estimate far past anything the draws support,
-    because at small t the target's score is huge. Four steps, all computed from the draws:
+    because at small t the target's score is huge. The steps, all computed from the draws:
 
+    0. **The paper's ridge** (1e-4) in the plug-in. Where the weights have collapsed (one weight near 1,
+       the others below rounding error) both sums of the plug-in are rounding noise; the ridge sends c
+       to 0 there. It also shrinks c by a factor of about 1 - ridge / Σ_k w_k^2 (s - s̄)^2: on a Gaussian
+       target, where ridge 0 gives the exact mean, that leaves an error of order 1e-9 of one exact draw.
+       The ablation in ``benchmarks/estimators.py`` (auto with ridge 0) measures both sides.
     1. **Stay where the optimum can be.** Project c per dimension onto [0, max((beta_t/alpha_t)^2, V_j)]
        (:func:`coefficient_upper_end`; V_j the weighted estimate of the posterior variance). For a
        Gaussian posterior the optimum is that variance, c* = 1/P = 1/(S^-1 + alpha^2/beta^2) <=
@@ -543,7 +549,8 @@ def posterior_mean(
         cv: "none" (noise-expectation), "gradient" (gradient-expectation), "plugin" (the paper's
             coefficient), "auto" (ours, the default) or a float (a fixed c).
         generator: a ``torch.Generator`` for reproducible draws.
-        ridge, clip: regularisation of the plug-in coefficient (authors' defaults 1e-4 and 2).
+        ridge, clip: regularisation of the plug-in coefficient (authors' defaults 1e-4 and 2), for "plugin"
+            and "auto".
         prior_samples: optional (B, M, d) approximate draws from p1 for each row, e.g. the policy's own
             particles (latent space). They turn the proposal into a defensive mixture of the reverse
             kernel and two densities fitted to them (see :func:`draw`), so the weights no longer collapse
