@@ -10,9 +10,13 @@ for S = 1 and S, and the cost of S separate runs (S x one seed) beside it.
 bit: the share of shapes where S stacked SeedLinear layers give every seed the output and gradients of
 its layer alone (see :mod:`rfm_teach.seeds`).
 
+Results go to ``benchmarks/results/seeds.{json,md}`` with one thread, ``seeds_threads<N>.{json,md}`` with N.
+Both sides of every ratio run with the same thread count.
+
 Usage::
 
     python benchmarks/seeds.py --threads 1 --seeds 5 --steps 600 --identity
+    python benchmarks/seeds.py --threads 2 --seeds 5 --steps 600     # every core of a 2-core machine
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 
 from rfm_teach.agent import Agent
 from rfm_teach.cli import keep_freed_memory
+from rfm_teach.results import git_state
 from rfm_teach.seeds import SeedLinear, stack_seeds
 from rfm_teach.train import make_config, train_seeds
 
@@ -116,13 +121,16 @@ def main() -> None:
     result = {"command": f"python benchmarks/seeds.py --threads {args.threads} --seeds {S} --steps {args.steps}"
                          + (" --identity" if args.identity else ""),
               "seeds": S, "threads": args.threads, "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "git": git_state(exclude=RESULTS),
+              "rows": rows}
     if args.identity:
         result["identity"] = identity_scan(S)
         print(result["identity"])
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"`{result['command']}` ({result['date']}, torch {result['torch']}, {args.threads} thread(s)); "
+    stem = "seeds" if args.threads == 1 else f"seeds_threads{args.threads}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    commit = f"{(result['git']['commit'] or 'unknown')[:7]}{'+dirty' if result['git']['dirty'] else ''}"
+    lines = [f"`{result['command']}` ({result['date']}, commit {commit}, torch {result['torch']}, {args.threads} thread(s)); "
              f"S = {S} seeds in one process against one seed, same run.", "",
              f"| what | one seed | {S} seeds batched | ratio (bar: <= 2) | {S} separate runs |", "|---|---|---|---|---|"]
     for r in rows:
@@ -136,7 +144,7 @@ def main() -> None:
                                    ("rows_16_weights_16", "with also in x out a multiple of 16 and in > 1 "
                                                           "(every layer of the presets)")))
                       + "."]
-    (RESULTS / "seeds.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
