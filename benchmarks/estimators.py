@@ -18,7 +18,7 @@ SAC critic+actor update and to the dense-matmul time of the same FLOPs, measured
 
 Usage::
 
-    python benchmarks/estimators.py --rows 12 --reps 12  # full grid (~35 min on one thread), writes benchmarks/results/
+    python benchmarks/estimators.py                 # full grid, 20 x 20 estimates per cell (~15 min on one thread), writes benchmarks/results/
     python benchmarks/estimators.py --quick         # a coarse grid for a smoke check (~1 min)
     python benchmarks/estimators.py --update-readme # also rewrite the generated block in README.md
 """
