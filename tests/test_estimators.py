@@ -238,3 +238,12 @@ def test_bad_inputs_raise_clear_errors():
         posterior_mean(make_toy("ring"), x_t, 0.5, K=4)
     with pytest.raises(ValueError, match="ridge"):
         posterior_mean(target, x_t, 0.5, K=4, ridge=-1.0)
+
+
+def test_plugin_without_ridge_is_zero_not_nan_where_one_draw_has_all_the_weight():
+    """With ridge 0 the plug-in's denominator is exactly 0 when one weight is 1 and the rest underflow: c = 0."""
+    target = Boltzmann(AnisotropicQuadratic(mean=(0.0, 0.0), scales=(0.3, 0.3)), 1e-6)
+    d = draw(target, torch.tensor([[0.02, -0.01]]), 0.05, path=FLOW, K=16, generator=gen(0))
+    assert d.w.max().item() == 1.0  # collapsed: the other weights are exactly 0
+    assert torch.equal(plugin_coefficient(d, ridge=0.0), torch.zeros(1, 2))
+    assert torch.isfinite(auto_coefficient(d, ridge=0.0)).all()
