@@ -1,17 +1,17 @@
 """Benchmark the posterior-mean estimators against exact answers, and time one batched estimate.
 
-For each target, each t in {0.02, 0.05, 0.10, ..., 0.95, 0.98} and each K in {16, 64, 256}: draw x_t from the exact
-marginal p_t, estimate mu1 = E[x1 | x_t] with every estimator FROM THE SAME DRAWS (a paired comparison; the
-particle runs reuse the same kernel noise, common random numbers),
-and score it with :mod:`rfm_teach.scoring`: MSE against the exact mu1, next to the error of one exact
-posterior draw (E tr Cov(x1 | x_t)) and of the constant guess E_p1[x1].
+For each target, each t in {0.02, 0.05, 0.10, ..., 0.95, 0.98} and each K in {16, 64, 256}: draw x_t
+from the exact marginal p_t, estimate mu1 = E[x1 | x_t] with every estimator FROM THE SAME DRAWS (a
+paired comparison; the particle runs reuse the same kernel noise, common random numbers), and score it
+with :mod:`rfm_teach.scoring`: MSE against the exact mu1, next to the error of one exact posterior draw
+(E tr Cov(x1 | x_t)) and of the constant guess E_p1[x1].
 
 Estimators: the four kernel-only ones (none, gradient, plugin, auto: the paper's proposal), auto with
-each of its four gates switched off in turn and auto with ridge 0 instead of the paper's 1e-4 (the ablation), and auto with the policy-proposal mixture
-built from M = 32 exact samples of p1 ("particles") or of the same landscape at twice the temperature
-("particles_wrong"). Targets: the 2D toys the gates were tuned on (ring, two moons, quadratic, squashed
-ring) and targets they were not (two moons at temperature 0.3, a d = 6 Gaussian, a d = 6 product of
-two- and three-bump factors, the same squashed).
+each of its four gates switched off in turn and auto with ridge 0 instead of the paper's 1e-4 (the
+ablation), and auto with the policy-proposal mixture built from M = 32 exact samples of p1 ("particles")
+or of the same landscape at twice the temperature ("particles_wrong"). Targets: the 2D toys the gates
+were tuned on (ring, two moons, quadratic, squashed ring) and targets they were not (two moons at
+temperature 0.3, a d = 6 Gaussian, a d = 6 product of two- and three-bump factors, the same squashed).
 
 Then time one batched estimate at B = 256, K = 100, d = 6 with a 2x256 MLP twin critic, as a ratio to one
 SAC critic+actor update and to the dense-matmul time of the same FLOPs, measured in the same run.
@@ -70,7 +70,7 @@ from rfm_teach.targets import (
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 ESTIMATORS = ("none", "gradient", "plugin", "auto")
-ABLATION = (*(f"auto_no_{gate}" for gate in sorted(AUTO_GATES)), "auto_ridge0")
+ABLATION = tuple(f"auto_no_{gate}" for gate in sorted(AUTO_GATES))
 #: Errors below this fraction of one exact draw are negligible (a Gaussian posterior with the right c is
 #: estimated to float64 round-off, 1e-30): a ratio of two such errors compares noise, so every ratio floors
 #: both errors at it.
@@ -295,13 +295,16 @@ def summary(records: list[dict]) -> str:
     def vs_auto(r, key):
         return ratio(r[key], r["auto"], r["one_draw"])
 
-    abl = ", ".join(f"{k.removeprefix('auto_no_')} {_geomean(vs_auto(r, k) for r in records):.2f} / "
-                    f"{max(vs_auto(r, k) for r in records):.2f}" for k in ABLATION if k != "auto_ridge0")
+    def over_cells(key):  # "geometric mean / max" of key / auto over all cells
+        values = [vs_auto(r, key) for r in records]
+        return f"{_geomean(values):.2f} / {max(values):.2f}"
+
+    abl = ", ".join(f"{k.removeprefix('auto_no_')} {over_cells(k)}" for k in ABLATION)
     text.append(f"- ablation, auto with one gate off / auto (geometric mean / max over all cells): {abl}; auto with "
-                f"ridge 0 instead of 1e-4 / auto: {_geomean(vs_auto(r, 'auto_ridge0') for r in records):.2f} / "
-                f"{max(vs_auto(r, 'auto_ridge0') for r in records):.2f} (in every ratio an error below {ROUNDOFF:g} of "
-                "one exact draw counts as that floor)")
-    crossfit_worse = sum(ratio(r["crossfit"], min(r["none"], r["gradient"], r["plugin"]), r["one_draw"]) > 1.25 for r in records)
+                f"ridge 0 instead of 1e-4 / auto: {over_cells('auto_ridge0')} (in every ratio an error below "
+                f"{ROUNDOFF:g} of one exact draw counts as that floor)")
+    crossfit_worse = sum(ratio(r["crossfit"], min(r["none"], r["gradient"], r["plugin"]), r["one_draw"]) > 1.25
+                         for r in records)
     text.append(f"- derived alternative without tuned thresholds (crossfit: c kept where the other half's c lowers the "
                 f"held-out delta-method variance) / auto: geometric mean {_geomean(vs_auto(r, 'crossfit') for r in records):.2f}, "
                 f"max {max(vs_auto(r, 'crossfit') for r in records):.2f}; cells above 1.25x best-of: crossfit "
