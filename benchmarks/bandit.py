@@ -58,8 +58,11 @@ VARIANTS: dict[str, dict] = {
     "rfm_exact_target": {"exact_target": True},  # needs --critics exact: the exact posterior of the true Q
     "rfm_time_t": {"time_scale": 1.0},  # the authors' time embedding emb(t) instead of emb(1000 t)
     "rfm_exact_target_time_t": {"exact_target": True, "time_scale": 1.0},
-    # today's default proposal, named: the stored "rfm" runs predate the marginal fit (joint-only mixture)
-    "rfm_mix3": {"mixture": (0.25, 0.25, 0.5)},
+    # the three-part mixture with fixed shares in every row (the default before the adaptive kernel share;
+    # the stored "rfm" runs predate the marginal fit: joint-only mixture)
+    "rfm_mix3": {"mixture": (0.25, 0.25, 0.5), "adaptive_share": False},
+    # today's default proposal, named: the three-part mixture with the adaptive kernel share
+    "rfm_adapt": {"mixture": (0.25, 0.25, 0.5), "adaptive_share": True},
 }
 CRITICS = {"learned": {}, "exact": {"exact_q": "bandit"}}
 METRICS = ("raw_return", "best_return", "wall", "wall_pi", "tv", "tv_floor", "sw2", "sw2_floor", "return_pi")

@@ -78,6 +78,8 @@ ROUNDOFF = 1e-12
 #: The flow times of the grid: 0.05 steps, and the two ends the issue names.
 T_GRID = (0.02, *(round(0.05 * i, 2) for i in range(1, 20)), 0.98)
 PARTICLES = ("particles", "particles_wrong")
+#: The same particles with the shares of MIXTURE in every row (adaptive=False): what the adaptive kernel share changes.
+FIXED = ("particles_fixed", "particles_wrong_fixed")
 PATH = LinearFlow()
 M_PARTICLES = 32
 
@@ -171,8 +173,10 @@ def accuracy(ts, Ks, rows, reps, seed, targets=TARGETS) -> list[dict]:
                     out = estimates(kernel_draws)
                     for key, source in (("particles", exact), ("particles_wrong", exact_wrong)):
                         prior = source.sample(n * M_PARTICLES, gen).reshape(n, M_PARTICLES, -1)
-                        paired = torch.Generator().set_state(state)
-                        out[key] = posterior_mean(target, x, tt, path=PATH, K=K, generator=paired, prior_samples=prior).mean
+                        for adaptive, name in ((True, key), (False, key + "_fixed")):
+                            paired = torch.Generator().set_state(state)
+                            out[name] = posterior_mean(target, x, tt, path=PATH, K=K, generator=paired, prior_samples=prior,
+                                                       adaptive=adaptive).mean
                     return out
 
                 scores = score_estimator(run, exact, t, path=PATH, rows=rows, reps=reps, generator=g)
@@ -311,7 +315,9 @@ def summary(records: list[dict]) -> str:
                 f"{crossfit_worse}, auto {sum(r['auto_over_best'] > 1.25 for r in records)} of {len(records)}")
     k64 = [r for r in records if r["K"] == 64]
     for key, label in (("particles", f"{M_PARTICLES} exact samples of p1"),
-                       ("particles_wrong", f"{M_PARTICLES} samples at twice the temperature")):
+                       ("particles_wrong", f"{M_PARTICLES} samples at twice the temperature"),
+                       ("particles_fixed", f"fixed shares, {M_PARTICLES} exact samples of p1"),
+                       ("particles_wrong_fixed", f"fixed shares, {M_PARTICLES} samples at twice the temperature")):
         over = max(k64, key=lambda r: r[key] / r["one_draw"])
         late = [r for r in k64 if r["t"] >= 0.7]
         worst = max(late, key=lambda r: vs_auto(r, key))

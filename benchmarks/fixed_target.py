@@ -60,6 +60,10 @@ def _parse_value(kind, text: str):
         return int(text)
     if kind in (float, "float"):
         return float(text)
+    if kind in (bool, "bool"):
+        if text.lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+        return text.lower() == "true"
     if str(kind).startswith("tuple"):  # the mixture: three shares, comma-separated
         return tuple(float(v) for v in text.split(","))
     return text

@@ -115,6 +115,9 @@ class AgentConfig:
         mixture: shares of the K draws from the kernel, the joint fit and the marginal fit of the particles
             with proposal="policy" (1/4, 1/4, 1/2; :func:`rfm_teach.estimators.draw`). (0.5, 0.5, 0) is
             the joint-only mixture of earlier versions.
+        adaptive_share: raise the kernel's share per row to its predicted efficiency (default, ours;
+            :func:`rfm_teach.estimators.draw`); False keeps ``mixture`` in every row, as runs made before
+            this field existed did.
         endpoints: where u_t is placed: "boltzmann" (the authors': a Boltzmann pick among the M
             particles) or "raw" (one policy sample; same fixed point, no critic call).
         exact_q: None (learned twin critics) or "bandit" (the contextual bandit's exact Q = r; critics unused).
@@ -143,6 +146,7 @@ class AgentConfig:
     cv: float | str = "auto"
     proposal: str = "policy"
     mixture: tuple[float, float, float] = MIXTURE
+    adaptive_share: bool = True
     endpoints: str = "boltzmann"
     exact_q: str | None = None
     exact_target: bool = False
@@ -188,8 +192,9 @@ class AgentConfig:
         check_mixture(self.mixture)
         if self.exact_q is not None and self.exact_q not in EXACT_Q:
             raise ValueError(f"exact_q must be None or one of {EXACT_Q}; got {self.exact_q!r}")
-        if not isinstance(self.exact_target, bool):
-            raise ValueError(f"exact_target must be True or False; got {self.exact_target!r}")
+        for name in ("exact_target", "adaptive_share"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.exact_target and (self.algo != "rfm" or self.exact_q != "bandit" or self.temperature_mode != "fixed"):
             raise ValueError("exact_target=True needs algo='rfm', exact_q='bandit' and temperature_mode='fixed' (the "
                              f"exact posterior is known for the bandit's true Q at a fixed lambda); got algo={self.algo!r}, "
@@ -591,7 +596,7 @@ class Agent:
             exact_mu1, prior = None, (particles if cfg.proposal == "policy" else None)
         actor_loss, info = self.actor.loss(obs, u1, target, temperature=temp, K=cfg.K, cv=cfg.cv,
                                            generator=gen, exact_mu1=exact_mu1, prior_samples=prior,
-                                           mixture=cfg.mixture, check=False)
+                                           mixture=cfg.mixture, adaptive=cfg.adaptive_share, check=False)
         self._step(self.actor_optim, actor_loss, list(self.actor.parameters()))
         self._polyak()
         nan = torch.full((self.n_seeds,), math.nan, device=self.device)

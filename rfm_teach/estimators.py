@@ -64,6 +64,7 @@ __all__ = [
     "ParticleProposal",
     "MIXTURE",
     "mixture_counts",
+    "kernel_efficiency",
     "check_mixture",
     "posterior_mean",
     "qsm_mean",
@@ -179,10 +180,7 @@ class ParticleProposal:
     @classmethod
     def fit(cls, particles: Tensor, kernel_mean: Tensor, sigma: Tensor, *, factorised: bool = False) -> ParticleProposal:
         """Shapes: ``particles`` (B, M, d), ``kernel_mean`` x_t / alpha_t (B, d), ``sigma`` (B, 1)."""
-        M, d = particles.shape[1], particles.shape[2]
-        n = 1 if factorised else d  # the dimension of the density that Silverman's rule fits
-        silverman = (4.0 / ((n + 2) * M)) ** (1.0 / (n + 4))
-        h2 = (silverman * particles.std(1, unbiased=False, keepdim=True)).clamp_min(cls.MIN_BANDWIDTH) ** 2
+        h2 = cls.bandwidth2(particles, factorised)
         s2 = sigma[:, None] ** 2  # (B, 1, 1)
         centres = (s2 * particles + h2 * kernel_mean[:, None]) / (h2 + s2)
         log_pi = _log_normal_parts(particles, kernel_mean[:, None], h2 + s2)  # (B, M, d)
@@ -190,6 +188,14 @@ class ParticleProposal:
             log_pi = log_pi.sum(-1)
         return cls(centres, log_pi - torch.logsumexp(log_pi, 1, keepdim=True), (h2 * s2 / (h2 + s2)).sqrt(), h2.sqrt(),
                    factorised)
+
+    @classmethod
+    def bandwidth2(cls, particles: Tensor, factorised: bool) -> Tensor:
+        """Squared bandwidth h^2 (B, 1, d): Silverman's rule for a d-dim (joint) or 1-D (marginal) fit."""
+        M, d = particles.shape[1], particles.shape[2]
+        n = 1 if factorised else d  # the dimension of the density that Silverman's rule fits
+        silverman = (4.0 / ((n + 2) * M)) ** (1.0 / (n + 4))
+        return (silverman * particles.std(1, unbiased=False, keepdim=True)).clamp_min(cls.MIN_BANDWIDTH) ** 2
 
     def sample(self, n: int, generator: Generator) -> Tensor:
         """n draws per row, (B, n, d): pick a component by pi (per coordinate if factorised), add noise of std s."""
@@ -221,12 +227,73 @@ def _log_normal(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
     return _log_normal_parts(x, mean, var).sum(-1)
 
 
+def kernel_efficiency(particles: Tensor, kernel_mean: Tensor, sigma: Tensor) -> Tensor:
+    """Predicted efficiency rho = ESS / K of the kernel-only proposal, per row, with the particles' fits as p1.
+
+    For a prior f and the reverse kernel k = N(kernel_mean, sigma^2 I), the kernel-only weights are f(x1^k)
+    and Kong's rule of thumb gives ESS / K ≈ rho = E_k[f]^2 / E_k[f^2] in (0, 1] (1 when f is flat over
+    the kernel). With f a Gaussian kernel-density fit of the particles y_m (bandwidth h, as in
+    :class:`ParticleProposal`) both moments are closed-form sums over the particles::
+
+        E_k[f]   = (1/M)   Σ_m  N(kernel_mean; y_m, h^2 + sigma^2)
+        E_k[f^2] = (1/M^2) Σ_mn N(y_m; y_n, 2 h^2) N(kernel_mean; (y_m + y_n) / 2, h^2 / 2 + sigma^2)
+
+    (per coordinate, diagonal). Returned: the smaller of rho for the joint fit and for the product of the
+    marginal fits, so the kernel is trusted only when both fits say its weights stay even.
+    Shapes: ``particles`` (B, M, d), ``kernel_mean`` (B, d), ``sigma`` (B, 1). Returns (B,).
+    """
+    M = particles.shape[1]
+    s2 = sigma[:, None] ** 2  # (B, 1, 1)
+    mean = kernel_mean[:, None]  # (B, 1, d)
+    middle = 0.5 * (particles[:, :, None] + particles[:, None])  # (B, M, M, d)
+    rho = []
+    for factorised in (False, True):
+        h2 = ParticleProposal.bandwidth2(particles, factorised)  # (B, 1, d)
+        first = _log_normal_parts(mean, particles, h2 + s2)  # (B, M, d)
+        second = (_log_normal_parts(particles[:, :, None], particles[:, None], 2 * h2[:, None])
+                  + _log_normal_parts(mean[:, None], middle, h2[:, None] / 2 + s2[:, None]))  # (B, M, M, d)
+        if factorised:  # a product over coordinates: rho is the product of the 1-D rhos
+            log_rho = 2 * torch.logsumexp(first, 1) - torch.logsumexp(second.flatten(1, 2), 1)  # (B, d)
+            rho.append(log_rho.sum(-1).exp())
+        else:
+            rho.append((2 * torch.logsumexp(first.sum(-1), 1) - torch.logsumexp(second.sum(-1).flatten(1), 1)).exp())
+    return torch.minimum(*rho).clamp(max=1.0)
+
+
 def mixture_counts(K: int, shares: tuple[float, float, float] = MIXTURE) -> tuple[int, int, int]:
     """Draws per component (kernel, joint fit, marginal fit) for K draws: K_k = max(1, ceil(K s_k)) kernel
     draws, then K_j = round(K s_j) (at most what is left) and K_m = K - K_k - K_j."""
     n_kernel = max(1, math.ceil(K * shares[0]))
     n_joint = min(round(K * shares[1]), K - n_kernel)
     return n_kernel, n_joint, K - n_kernel - n_joint
+
+
+def _row_counts(K: int, counts: tuple[int, int, int], rho: Tensor | None, device: torch.device) -> Tensor:
+    """Draws per row and part (B, 3): (kernel, joint, marginal). Without ``rho``, ``counts`` in every row.
+    With it, the kernel gets n_k = max(counts[0], ceil(K rho)) draws, and the rest R = K - n_k is split
+    between the fits in the ratio of ``counts`` (joint floor(R counts[1] / (counts[1] + counts[2])), so no
+    row ever asks a fit for more draws than ``counts`` gives it."""
+    if rho is None:
+        return torch.tensor([counts], device=device)
+    n_kernel = torch.ceil(K * rho.nan_to_num(0.0).double()).long().clamp(counts[0], K)
+    rest = K - n_kernel
+    n_joint = rest * counts[1] // (counts[1] + counts[2])
+    return torch.stack([n_kernel, n_joint, rest - n_joint], 1)
+
+
+def _assemble(kernel: Tensor, rows: Tensor, fitted: list[Tensor], counts: tuple[int, int, int]) -> Tensor:
+    """The K draws of each row (B, K, d): its first n_k kernel draws, then its n_j joint and n_m marginal
+    draws (each a prefix of the ``counts[1]`` and ``counts[2]`` drawn for every row; ``fitted`` holds those
+    that are non-zero, joint first)."""
+    K = kernel.shape[1]
+    pos = torch.arange(K, device=kernel.device)[None, :, None]  # (1, K, 1)
+    n_kernel, n_joint = rows[:, :1, None], rows[:, 1:2, None]
+    out = kernel
+    starts = ([n_kernel] if counts[1] else []) + ([n_kernel + n_joint] if counts[2] else [])
+    for start, draws in zip(starts, fitted):
+        idx = (pos - start).clamp(0, draws.shape[1] - 1).expand(-1, -1, kernel.shape[2])
+        out = torch.where(pos >= start, torch.gather(draws, 1, idx.expand(kernel.shape[0], -1, -1)), out)
+    return out
 
 
 def draw(
@@ -240,6 +307,7 @@ def draw(
     need_score: bool = True,
     prior_samples: Tensor | None = None,
     mixture: tuple[float, float, float] = MIXTURE,
+    adaptive: bool = True,
     check: bool = True,
 ) -> ImportanceDraws:
     """Draw K endpoints from the proposal and weight them against the data posterior q1(x1 | x_t).
@@ -272,6 +340,17 @@ def draw(
     notebook 06 trains with it. ``mixture=(0.5, 0.5, 0.0)`` is close to the joint-only mixture of earlier
     versions (which also kept all K kernel draws where sigma <= min_j h_j).
 
+    **Adaptive kernel share** (``adaptive=True``, the default): in each row the kernel's share rises from
+    ``mixture[0]`` to rho, the kernel's predicted efficiency ESS / K (:func:`kernel_efficiency`, computed
+    from the particles' fits before any draw), and the fits share the rest in the ratio of ``mixture``.
+    The reason: by Kong's rule of thumb the kernel-only estimate has about 1 / rho times the variance of
+    K exact posterior draws, so no proposal can gain more than a factor 1 / rho over it; the defensive
+    bound above caps what the fits can cost at K / K_k = 1 / share. Share = max(mixture[0], rho) makes the
+    worst loss no larger than the best possible gain wherever the kernel is good (large t, where rho -> 1
+    and the row becomes kernel-only), and leaves the small-t mixture as it was (rho -> 0). Each row's fit
+    draws are a prefix of those drawn for ``mixture``'s counts, so ``adaptive=False`` and rows with
+    rho <= mixture[0] see exactly the draws of the fixed shares.
+
     Shapes: ``x_t``: (B, d); ``t``: float or (B,); ``prior_samples``: (B, M, d). Returns draws (B, K, d).
     ``mixture``: shares (kernel, joint, marginal), non-negative, summing to 1, kernel share > 0.
     ``check=False`` skips the tests that read values back from the device (finiteness, t in (0, 1)).
@@ -297,13 +376,16 @@ def draw(
     log_correction = None
     if counts[0] < K:
         sigma, centre = beta / alpha, x_t / alpha
+        rows = _row_counts(K, counts, kernel_efficiency(prior_samples, centre, sigma) if adaptive else None,
+                           x_t.device)  # (B, 3)
         fits = [(n, ParticleProposal.fit(prior_samples, centre, sigma, factorised=f)) for n, f in zip(counts[1:], (False, True)) if n]
-        x1 = torch.cat([x1[:, :counts[0]], *(fit.sample(n, generator) for n, fit in fits)], 1)
+        x1 = _assemble(x1, rows, [fit.sample(n, generator) for n, fit in fits], counts)
         x0 = (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None]
         log_k = _log_normal(x1, centre[:, None], sigma[:, None] ** 2)  # (B, K)
-        log_r = torch.logsumexp(torch.stack([log_k + math.log(counts[0] / K),
-                                             *(fit.log_density(x1) + math.log(n / K) for n, fit in fits)]), 0)
-        log_correction = log_k - log_r
+        log_share = torch.log(rows.double() / K).to(x1.dtype)  # (B, 3); -inf for a part with no draws in that row
+        parts = [log_k + log_share[:, :1]] + [fit.log_density(x1) + log_share[:, 1 + j:2 + j]
+                                              for j, (_, fit) in zip((0, 1) if counts[1] else (1,), fits)]
+        log_correction = log_k - torch.logsumexp(torch.stack(parts), 0)
     if need_score:
         log_w, grad_log_p = target.log_density_and_score(x1)
         score = grad_log_p + (alpha / beta)[:, None] * x0
@@ -536,6 +618,7 @@ def posterior_mean(
     clip: float = 2.0,
     prior_samples: Tensor | None = None,
     mixture: tuple[float, float, float] = MIXTURE,
+    adaptive: bool = True,
     check: bool = True,
 ) -> PosteriorEstimate:
     """Estimate mu1 = E[x1 | x_t] for the Boltzmann target with K importance draws per row.
@@ -556,6 +639,8 @@ def posterior_mean(
             kernel and two densities fitted to them (see :func:`draw`), so the weights no longer collapse
             at small t or in higher dimensions. None gives the paper's kernel-only proposal.
         mixture: shares of the K draws (kernel, joint fit, marginal fit) when ``prior_samples`` are given.
+        adaptive: raise the kernel's share in each row to the kernel's predicted efficiency (see
+            :func:`draw`); False keeps the shares of ``mixture`` in every row.
         check: validate values (finiteness, t in (0, 1)); False skips every test that reads the device,
             for callers that validated at their own public boundary (the agent's update).
 
@@ -574,7 +659,7 @@ def posterior_mean(
     if not (ridge >= 0 and clip > 0):
         raise ValueError(f"need ridge >= 0 and clip > 0; got ridge={ridge}, clip={clip}")
     draws = draw(target, x_t, t, path=path, K=K, generator=generator, need_score=cv != "none",
-                 prior_samples=prior_samples, mixture=mixture, check=check)
+                 prior_samples=prior_samples, mixture=mixture, adaptive=adaptive, check=check)
     batch, dim = draws.x_t.shape
     if cv == "none":
         c = torch.zeros(batch, dim, dtype=x_t.dtype, device=x_t.device)

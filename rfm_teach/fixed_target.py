@@ -85,6 +85,8 @@ class FitConfig:
         "help": "policy: defensive mixture with M policy samples (ours); kernel: reverse kernel only (the paper's)"})
     mixture: tuple[float, float, float] = field(default=MIXTURE, metadata={
         "help": "proposal=policy: shares of the K draws from the kernel, the joint fit and the marginal fit"})
+    adaptive_share: bool = field(default=True, metadata={
+        "help": "proposal=policy: raise the kernel's share per row to its predicted efficiency (False: fixed shares)"})
     K: int = field(default=100, metadata={"help": "importance draws per row (the same for every estimator)"})
     M: int = field(default=32, metadata={"help": "policy samples passed as prior_samples (proposal=policy)"})
     steps: int = field(default=2400, metadata={"help": "Adam steps"})
@@ -121,6 +123,8 @@ class FitConfig:
             raise ValueError(f"proposal must be one of {PROPOSALS}; got {self.proposal!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}; got {self.lr_schedule!r}")
+        if not isinstance(self.adaptive_share, bool):
+            raise ValueError(f"adaptive_share must be True or False; got {self.adaptive_share!r}")
         for name, low in (("steps", 0), ("batch", 1), ("eval_every", 1), ("n_eval", 2), ("sample_steps", 1),
                           ("endpoint_steps", 1), ("K", 1), ("M", 2), ("grid_n", 3), ("oracle_grid_n", 3)):
             value = getattr(self, name)
@@ -455,7 +459,7 @@ def fit_to_target(config: FitConfig | None = None, *, out_dir: str | Path | None
             u1 = torch.cat([u1[: c.batch // 2].clamp(-box, box), uni[c.batch // 2:]], 0)
         loss, info = model.loss(obs, u1, target, temperature=c.temperature, K=c.K,
                                 cv="none" if c.cv == EXACT else c.cv, generator=gen, exact_mu1=exact_mu1,
-                                prior_samples=prior, mixture=c.mixture)
+                                prior_samples=prior, mixture=c.mixture, adaptive=c.adaptive_share)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)  # the authors clip the actor at 10

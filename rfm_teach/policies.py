@@ -279,6 +279,7 @@ class _PathPolicy(nn.Module):
                           generator: Generator = None,
                           exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
                           prior_samples: Tensor | None = None, mixture: tuple[float, float, float] = MIXTURE,
+                          adaptive: bool = True,
                           check: bool = True) -> tuple[Tensor, Tensor, Tensor, PosteriorEstimate | None]:
         """Draw (t, u_t) around the endpoints ``u1`` and compute the detached RFM regression target there.
 
@@ -294,7 +295,8 @@ class _PathPolicy(nn.Module):
         ``prior_samples``: approximate draws from p1 per row in the latent space (the policy's own
         particles); they make the estimator's proposal a defensive mixture (see
         :func:`~rfm_teach.estimators.draw`). None is the paper's kernel-only proposal. ``mixture``: the
-        shares of that mixture (kernel, joint fit, marginal fit).
+        shares of that mixture (kernel, joint fit, marginal fit); ``adaptive``: raise the kernel's share
+        per row to its predicted efficiency (:func:`~rfm_teach.estimators.draw`).
         ``check=False`` skips every value check that reads the device (finiteness of u1 and y): for
         callers that validated at their own boundary, e.g. ``Agent.update``; shapes and types are
         still checked.
@@ -320,7 +322,7 @@ class _PathPolicy(nn.Module):
         u_t = self.path.interpolate(u1, u0, t[:, None])
         if exact_mu1 is None:
             est = posterior_mean(target, u_t, t, path=self.path, K=K, cv=cv, generator=generator,
-                                 prior_samples=prior_samples, mixture=mixture, check=check)
+                                 prior_samples=prior_samples, mixture=mixture, adaptive=adaptive, check=check)
             mu1 = est.mean
         else:
             est, mu1 = None, exact_mu1(u_t, t).to(u_t.dtype)
@@ -334,7 +336,7 @@ class _PathPolicy(nn.Module):
              generator: Generator = None,
              exact_mu1: Callable[[Tensor, Tensor], Tensor] | None = None,
              prior_samples: Tensor | None = None, mixture: tuple[float, float, float] = MIXTURE,
-             check: bool = True) -> tuple[Tensor, dict]:
+             adaptive: bool = True, check: bool = True) -> tuple[Tensor, dict]:
         """Regress the network onto the RFM target at u_t drawn around the endpoints ``u1``.
 
         Equation (the paper's RFM loss, Section 4)::
@@ -353,6 +355,7 @@ class _PathPolicy(nn.Module):
             prior_samples: (B, M, d) latent draws of the policy per row, or None (the paper's
                 kernel-only estimator); passed to :func:`~rfm_teach.estimators.posterior_mean`.
             mixture: shares (kernel, joint fit, marginal fit) of the proposal when ``prior_samples`` are given.
+            adaptive: the kernel's share per row rises to its predicted efficiency (see :func:`~rfm_teach.estimators.draw`).
             check: False makes the whole path free of host reads (no ``bool(tensor)``, ``.item()``,
                 ``float(tensor)``): value checks are skipped and the info values stay 0-dim tensors.
 
@@ -373,7 +376,8 @@ class _PathPolicy(nn.Module):
         if isinstance(u1, Tensor) and u1.shape[:1] != obs.shape[:1]:
             raise ValueError(f"u1 must have one row per state: obs has {obs.shape[0]}, u1 has shape {tuple(u1.shape)}")
         t, u_t, y, est = self.regression_target(u1, target, K=K, cv=cv, generator=generator, exact_mu1=exact_mu1,
-                                                prior_samples=prior_samples, mixture=mixture, check=check)
+                                                prior_samples=prior_samples, mixture=mixture, adaptive=adaptive,
+                                                check=check)
         S = self.n_seeds  # a mean per seed, summed: seed s's gradient is that of its own loss
         per_seed = seeds.seed_mean((self._net(obs, u_t, t, temp) - y) ** 2, S)
         loss = per_seed.sum()

@@ -111,8 +111,10 @@ def test_fixed_target_results_are_readable():
             rows = list(csv.DictReader(f))
         assert {r["estimator"] for r in rows} == set(extra["estimators"])
         # runs made before FitConfig.mixture existed lack it (they sampled the joint-only mixture; notebook 06
-        # lists them apart), every other field is there
-        assert extra["configs"] and all(set(c) in (fields, fields - {"mixture"}) for c in extra["configs"]), \
+        # lists them apart), those before FitConfig.adaptive_share lack that (fixed shares in every row);
+        # every other field is there
+        older = (fields - {"adaptive_share"}, fields - {"mixture", "adaptive_share"})
+        assert extra["configs"] and all(set(c) in (fields, *older) for c in extra["configs"]), \
             "every fit's full FitConfig"
         assert len(extra["configs"]) == extra["finished_fits"]
         for r in rows:
