@@ -325,6 +325,16 @@ def summary(records: list[dict]) -> str:
                     f"{over[key] / over['one_draw']:.2f} ({over['target']} t={over['t']:.2f}; kernel-only auto there: "
                     f"{over['auto'] / over['one_draw']:.3g}); at t >= 0.7 at most {vs_auto(worst, key):.2f}x "
                     f"kernel-only auto ({worst['target']} t={worst['t']:.2f})")
+    for key, label in (("particles", "exact samples"), ("particles_wrong", "samples at twice the temperature")):
+        def vs_fixed(r):
+            return ratio(r[key], r[key + "_fixed"], r["one_draw"])
+
+        parts = []
+        for name, rs in (("t < 0.5", [r for r in k64 if r["t"] < 0.5]), ("t >= 0.5", [r for r in k64 if r["t"] >= 0.5])):
+            worst = max(rs, key=vs_fixed)
+            parts.append(f"{name}: geometric mean {_geomean(vs_fixed(r) for r in rs):.2f}, max {vs_fixed(worst):.2f} "
+                         f"({worst['target']} t={worst['t']:.2f})")
+        text.append(f"- adaptive kernel share / fixed shares ({M_PARTICLES} {label}), K=64, " + "; ".join(parts))
     return "\n".join(text)
 
 
