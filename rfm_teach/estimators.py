@@ -12,7 +12,9 @@ q1(x1 | x_t) ∝ p1(x1) N(x_t; alpha_t x1, beta_t^2 I) is just the target densit
 That kernel is wide at small t (std (1 - t) / t for the linear flow), so one draw soon carries all the
 weight. Passing ``prior_samples`` (the policy's own particles, approximate draws from p1) replaces it by
 a defensive mixture of the kernel and two densities fitted to those particles, one joint and one of their
-marginals (:func:`draw`, :class:`ParticleProposal`): an addition of this package beyond the paper, measured in notebook 05.
+marginals, whose kernel share rises per row to the kernel's predicted efficiency (:func:`draw`,
+:class:`ParticleProposal`, :func:`kernel_efficiency`): an addition of this package beyond the paper, derived in
+notebook 03 (section 11) and measured in notebooks 03 and 05.
 
 Every estimator below is ``sum_k w_k (x1^k + c ⊙ s1^k)`` for a per-dimension coefficient c, where
 ``s1^k = grad log p1(x1^k) + (alpha_t / beta_t) x0^k`` is the score of the data posterior. Stein's
