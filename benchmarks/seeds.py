@@ -33,7 +33,7 @@ import torch
 
 from rfm_teach.agent import Agent
 from rfm_teach.cli import keep_freed_memory
-from rfm_teach.results import git_state
+from rfm_teach.results import commit_label, git_state
 from rfm_teach.seeds import SeedLinear, stack_seeds
 from rfm_teach.train import make_config, train_seeds
 
@@ -129,7 +129,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = "seeds" if args.threads == 1 else f"seeds_threads{args.threads}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    commit = f"{(result['git']['commit'] or 'unknown')[:7]}{'+dirty' if result['git']['dirty'] else ''}"
+    commit = commit_label(result["git"])
     lines = [f"`{result['command']}` ({result['date']}, commit {commit}, torch {result['torch']}, {args.threads} thread(s)); "
              f"S = {S} seeds in one process against one seed, same run.", "",
              f"| what | one seed | {S} seeds batched | ratio (bar: <= 2) | {S} separate runs |", "|---|---|---|---|---|"]

@@ -154,3 +154,11 @@ def test_bandit_study_summaries_recompute_from_their_runs():
                     assert math.isclose(value, float(want[key]), rel_tol=1e-12, abs_tol=1e-15), (run.name, key)
                 else:
                     assert str(value) == want[key], (run.name, key)
+
+
+def test_commit_label_names_the_commit_and_a_dirty_tree():
+    from rfm_teach.results import commit_label
+
+    assert commit_label({"commit": "0123456789abcdef", "dirty": False}) == "0123456"
+    assert commit_label({"commit": "0123456789abcdef", "dirty": True}) == "0123456+dirty"
+    assert commit_label({"commit": None, "dirty": None}) == "unknown"

@@ -42,6 +42,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "sha256_file",
     "git_state",
+    "commit_label",
     "environment_versions",
     "device_info",
     "write_manifest",
@@ -101,6 +102,11 @@ def git_state(exclude: str | os.PathLike | None = None) -> dict:
             pass
     status = _git(["status", "--porcelain", *spec], Path(top.strip()) if top else cwd)
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def commit_label(git: dict) -> str:
+    """A :func:`git_state` as a short label for tables: ``"abc1234"``, ``"abc1234+dirty"`` or ``"unknown"``."""
+    return f"{(git['commit'] or 'unknown')[:7]}{'+dirty' if git['dirty'] else ''}"
 
 
 def _version(dist: str) -> str | None:
