@@ -143,7 +143,8 @@ def test_bandit_study_summaries_recompute_from_their_runs():
         with open(run / "runs.csv", newline="") as f:
             rows = [{**r, "seed": int(r["seed"]), **{m: float(r[m]) for m in METRICS}} for r in csv.DictReader(f)]
         assert sorted({r["seed"] for r in rows}) == manifest["seeds"]
-        assert len(rows) == len(manifest["seeds"]) * len(BANDIT_LANDSCAPES)
+        extra = manifest["extra"]  # one row per seed, context, critic and variant the run trained
+        assert len(rows) == len(manifest["seeds"]) * len(BANDIT_LANDSCAPES) * len(extra["critics"]) * len(extra["variants"])
         with open(run / "summary.csv", newline="") as f:
             stored = list(csv.DictReader(f))
         for got, want in zip(summarise(rows), stored, strict=True):
