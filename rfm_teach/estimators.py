@@ -244,7 +244,6 @@ def kernel_efficiency(particles: Tensor, kernel_mean: Tensor, sigma: Tensor) -> 
     marginal fits, so the kernel is trusted only when both fits say its weights stay even.
     Shapes: ``particles`` (B, M, d), ``kernel_mean`` (B, d), ``sigma`` (B, 1). Returns (B,).
     """
-    M = particles.shape[1]
     s2 = sigma[:, None] ** 2  # (B, 1, 1)
     mean = kernel_mean[:, None]  # (B, 1, d)
     middle = 0.5 * (particles[:, :, None] + particles[:, None])  # (B, M, M, d)
@@ -283,18 +282,17 @@ def _row_counts(K: int, counts: tuple[int, int, int], rho: Tensor | None, device
     return torch.stack([n_kernel, n_joint, rest - n_joint], 1)
 
 
-def _assemble(kernel: Tensor, rows: Tensor, fitted: list[Tensor], counts: tuple[int, int, int]) -> Tensor:
+def _assemble(kernel: Tensor, rows: Tensor, fitted: list[tuple[int, Tensor]]) -> Tensor:
     """The K draws of each row (B, K, d): its first n_k kernel draws, then its n_j joint and n_m marginal
-    draws (each a prefix of the ``counts[1]`` and ``counts[2]`` drawn for every row; ``fitted`` holds those
-    that are non-zero, joint first)."""
-    K = kernel.shape[1]
+    draws. ``fitted`` holds (part, draws) for the parts drawn (1 joint, 2 marginal); a row takes a prefix
+    of each part's draws, starting at position rows[:, :part].sum()."""
+    B, K, d = kernel.shape
     pos = torch.arange(K, device=kernel.device)[None, :, None]  # (1, K, 1)
-    n_kernel, n_joint = rows[:, :1, None], rows[:, 1:2, None]
     out = kernel
-    starts = ([n_kernel] if counts[1] else []) + ([n_kernel + n_joint] if counts[2] else [])
-    for start, draws in zip(starts, fitted):
-        idx = (pos - start).clamp(0, draws.shape[1] - 1).expand(-1, -1, kernel.shape[2])
-        out = torch.where(pos >= start, torch.gather(draws, 1, idx.expand(kernel.shape[0], -1, -1)), out)
+    for part, draws in fitted:
+        start = rows[:, :part].sum(1)[:, None, None]  # (B or 1, 1, 1)
+        idx = (pos - start).clamp(0, draws.shape[1] - 1).expand(B, K, d)
+        out = torch.where(pos >= start, torch.gather(draws, 1, idx), out)
     return out
 
 
@@ -380,13 +378,12 @@ def draw(
         sigma, centre = beta / alpha, x_t / alpha
         rows = _row_counts(K, counts, kernel_efficiency(prior_samples, centre, sigma) if adaptive else None,
                            x_t.device)  # (B, 3)
-        fits = [(n, ParticleProposal.fit(prior_samples, centre, sigma, factorised=f)) for n, f in zip(counts[1:], (False, True)) if n]
-        x1 = _assemble(x1, rows, [fit.sample(n, generator) for n, fit in fits], counts)
+        fits = [(part, ParticleProposal.fit(prior_samples, centre, sigma, factorised=part == 2)) for part in (1, 2) if counts[part]]
+        x1 = _assemble(x1, rows, [(part, fit.sample(counts[part], generator)) for part, fit in fits])
         x0 = (x_t[:, None, :] - alpha[:, None] * x1) / beta[:, None]
         log_k = _log_normal(x1, centre[:, None], sigma[:, None] ** 2)  # (B, K)
         log_share = torch.log(rows.double() / K).to(x1.dtype)  # (B, 3); -inf for a part with no draws in that row
-        parts = [log_k + log_share[:, :1]] + [fit.log_density(x1) + log_share[:, 1 + j:2 + j]
-                                              for j, (_, fit) in zip((0, 1) if counts[1] else (1,), fits)]
+        parts = [log_k + log_share[:, :1], *(fit.log_density(x1) + log_share[:, part:part + 1] for part, fit in fits)]
         log_correction = log_k - torch.logsumexp(torch.stack(parts), 0)
     if need_score:
         log_w, grad_log_p = target.log_density_and_score(x1)
