@@ -133,19 +133,45 @@ def crossfit_coefficient(draws) -> torch.Tensor:
     return projected(draws) * keep.to(upper.dtype)
 
 
-def estimates(draws) -> dict[str, torch.Tensor]:
-    """The kernel-only estimators, the ablation of auto and its derived alternative, all from the same draws, (B, d) each."""
+def estimates(draws, ablation: bool = True) -> dict[str, torch.Tensor]:
+    """The kernel-only estimators, the ablation of auto and its derived alternative, all from the same draws, (B, d) each.
+
+    ``ablation=False`` keeps only none, gradient, plugin and auto.
+    """
     out = {
         "none": noise_expectation(draws),
         "gradient": gradient_expectation(draws),
         "plugin": combine(draws, plugin_coefficient(draws)),
         "auto": combine(draws, auto_coefficient(draws)),
-        "crossfit": combine(draws, crossfit_coefficient(draws)),
     }
+    if not ablation:
+        return out
+    out["crossfit"] = combine(draws, crossfit_coefficient(draws))
     for gate in sorted(AUTO_GATES):
         out[f"auto_no_{gate}"] = combine(draws, auto_coefficient(draws, gates=AUTO_GATES - {gate}))
     out["auto_ridge0"] = combine(draws, auto_coefficient(draws, ridge=0.0))
     return out
+
+
+def cell_estimates(target, exact, exact_wrong, K: int, x: torch.Tensor, t: float, gen: torch.Generator,
+                   ablation: bool = True) -> tuple[dict[str, torch.Tensor], float]:
+    """Every estimator of one cell at the points x (n, d), all from the same draws; and the kernel draws' median ESS.
+
+    The kernel-only estimators share one set of kernel draws; the particle runs (M_PARTICLES samples of
+    ``exact`` or of ``exact_wrong`` per row, adaptive and fixed shares) restart the generator from the
+    same state, so they reuse that kernel noise (common random numbers).
+    """
+    n = x.shape[0]
+    state = gen.get_state()
+    kernel_draws = draw(target, x, t, path=PATH, K=K, generator=gen)
+    out = estimates(kernel_draws, ablation)
+    for key, source in (("particles", exact), ("particles_wrong", exact_wrong)):
+        prior = source.sample(n * M_PARTICLES, gen).reshape(n, M_PARTICLES, -1)
+        for adaptive, name in ((True, key), (False, key + "_fixed")):
+            paired = torch.Generator().set_state(state)
+            out[name] = posterior_mean(target, x, t, path=PATH, K=K, generator=paired, prior_samples=prior,
+                                       adaptive=adaptive).mean
+    return out, float(kernel_draws.ess.median())
 
 
 def ratio(a: float, b: float, one_draw: float) -> float:
@@ -166,17 +192,8 @@ def accuracy(ts, Ks, rows, reps, seed, targets=TARGETS) -> list[dict]:
                 ess = []
 
                 def run(x, tt, gen):
-                    n = x.shape[0]
-                    state = gen.get_state()  # common random numbers: the particle runs reuse this kernel noise
-                    kernel_draws = draw(target, x, tt, path=PATH, K=K, generator=gen)
-                    ess.append(float(kernel_draws.ess.median()))
-                    out = estimates(kernel_draws)
-                    for key, source in (("particles", exact), ("particles_wrong", exact_wrong)):
-                        prior = source.sample(n * M_PARTICLES, gen).reshape(n, M_PARTICLES, -1)
-                        for adaptive, name in ((True, key), (False, key + "_fixed")):
-                            paired = torch.Generator().set_state(state)
-                            out[name] = posterior_mean(target, x, tt, path=PATH, K=K, generator=paired, prior_samples=prior,
-                                                       adaptive=adaptive).mean
+                    out, median_ess = cell_estimates(target, exact, exact_wrong, K, x, tt, gen)
+                    ess.append(median_ess)
                     return out
 
                 scores = score_estimator(run, exact, t, path=PATH, rows=rows, reps=reps, generator=g)
