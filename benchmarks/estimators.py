@@ -150,6 +150,7 @@ def estimates(draws, ablation: bool = True) -> dict[str, torch.Tensor]:
     for gate in sorted(AUTO_GATES):
         out[f"auto_no_{gate}"] = combine(draws, auto_coefficient(draws, gates=AUTO_GATES - {gate}))
     out["auto_ridge0"] = combine(draws, auto_coefficient(draws, ridge=0.0))
+    out["auto_upper_v"] = combine(draws, auto_coefficient(draws, upper_z=0.0))
     return out
 
 
@@ -324,6 +325,11 @@ def summary(records: list[dict]) -> str:
     text.append(f"- ablation, auto with one gate off / auto (geometric mean / max over all cells): {abl}; auto with "
                 f"ridge 0 instead of 1e-4 / auto: {over_cells('auto_ridge0')} (in every ratio an error below "
                 f"{ROUNDOFF:g} of one exact draw counts as that floor)")
+    point_worse = sorted((r for r in records if ratio(r["auto_upper_v"], min(r["none"], r["gradient"], r["plugin"]),
+                                                      r["one_draw"]) > 1.25), key=lambda r: (r["target"], r["t"], r["K"]))
+    text.append(f"- auto with the upper end V itself (earlier versions) instead of its upper confidence end / auto: "
+                f"{over_cells('auto_upper_v')}; its cells above 1.25x best-of: {len(point_worse)}"
+                + (" (" + ", ".join(f"{r['target']} t={r['t']:.2f} K={r['K']}" for r in point_worse[:6]) + ")" if point_worse else ""))
     crossfit_worse = sum(ratio(r["crossfit"], min(r["none"], r["gradient"], r["plugin"]), r["one_draw"]) > 1.25
                          for r in records)
     text.append(f"- derived alternative without tuned thresholds (crossfit: c kept where the other half's c lowers the "
