@@ -6,7 +6,7 @@ cell moves by tens of percent from the draws alone: ring_tanh at t = 0.9, K = 64
 kernel-only auto is 1.43 with that benchmark's generator and 0.93 to 1.36 with five other seeds. A bar
 such as "no worse than 1.25x auto at any t >= 0.7" needs more than one such cell to be tested.
 
-Here every cell (target, t >= 0.7, K = 64) pools S independent seeds of ``rows`` x ``reps`` estimates,
+Here every cell (target, t >= 0.7, K = 64 unless ``--K`` says otherwise) pools S independent seeds of ``rows`` x ``reps`` estimates,
 all estimators on the same draws (:func:`estimators.cell_estimates`), and each ratio of pooled MSEs gets
 a 95 % paired bootstrap interval, resampling the x_t (each with its ``reps`` estimates). As in
 ``estimators.py`` both MSEs of a ratio are floored at ``ROUNDOFF`` x the error of one exact posterior
@@ -22,10 +22,11 @@ Ratios reported per cell:
 Usage::
 
     python benchmarks/estimators_late.py --seeds 10            # ~25 min on one thread
+    python benchmarks/estimators_late.py --seeds 10 --K 16     # the same with 16 draws per estimate
     python benchmarks/estimators_late.py --seeds 2 --targets ring_tanh   # one target, a quick look
 
-Results: ``benchmarks/results/estimators_late.{csv,md,json}``; ``--update-readme`` rewrites the
-generated block in README.md.
+Results: ``benchmarks/results/estimators_late.{csv,md,json}`` (``estimators_late_K<K>.*`` for K != 64);
+``--update-readme`` rewrites the generated block in README.md.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ import estimators as bench  # noqa: E402  (the cell, the targets and the floor o
 from rfm_teach.results import commit_label, git_state  # noqa: E402
 
 T_LATE = tuple(t for t in bench.T_GRID if t >= 0.7)
-K = 64
 #: (column, numerator, denominator); "best" is the best of none, gradient and plugin in the cell.
 RATIOS = (
     ("particles_over_auto", "particles", "auto"),
@@ -66,7 +66,7 @@ LABELS = {
 BAR = 1.25
 
 
-def cell_errors(target, exact, exact_wrong, t: float, rows: int, reps: int, gen: torch.Generator):
+def cell_errors(target, exact, exact_wrong, t: float, K: int, rows: int, reps: int, gen: torch.Generator):
     """Squared errors |mu1_hat - mu1|^2 averaged over the reps of each x_t, per estimator, (rows,) each; and the
     error of one exact posterior draw at each x_t, tr Cov(x1 | x_t), (rows,)."""
     x_t = exact.marginal_sample(rows, t, bench.PATH, gen)
@@ -93,7 +93,7 @@ def pooled_ratios(errors: dict[str, torch.Tensor], one_draw: float, n_boot: int,
     return out
 
 
-def run(n_seeds: int, rows: int, reps: int, targets, n_boot: int) -> list[dict]:
+def run(n_seeds: int, K: int, rows: int, reps: int, targets, n_boot: int) -> list[dict]:
     records = []
     for i, (name, make, temperature, squash, tuned) in enumerate(bench.TARGETS):
         if targets and name not in targets:
@@ -104,7 +104,7 @@ def run(n_seeds: int, rows: int, reps: int, targets, n_boot: int) -> list[dict]:
             parts, one_draw = [], []
             for seed in range(n_seeds):
                 gen = torch.Generator().manual_seed(10_000 * seed + 100 * i + j)
-                errors, od = cell_errors(target, exact, exact_wrong, t, rows, reps, gen)
+                errors, od = cell_errors(target, exact, exact_wrong, t, K, rows, reps, gen)
                 parts.append(errors)
                 one_draw.append(od)
             errors = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
@@ -142,18 +142,20 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(block: str) -> None:
+def update_readme(block: str, stem: str = "estimators_late") -> None:
     readme = bench.ROOT / "README.md"
     text = readme.read_text()
-    pattern = re.compile(r"(<!-- estimator-late:start -->\n).*?(<!-- estimator-late:end -->)", re.DOTALL)
+    marker = stem.replace("estimators_late", "estimator-late").replace("_", "-")
+    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.DOTALL)
     if not pattern.search(text):
-        raise SystemExit("README.md has no <!-- estimator-late:start/end --> markers")
+        raise SystemExit(f"README.md has no <!-- {marker}:start/end --> markers")
     readme.write_text(pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="independent seeds pooled per cell")
+    parser.add_argument("--K", type=int, default=64, help="importance draws per estimate (results of K != 64 go to estimators_late_K<K>.*)")
     parser.add_argument("--rows", type=int, default=20, help="x_t points per seed and cell")
     parser.add_argument("--reps", type=int, default=20, help="estimates per x_t")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples per ratio")
@@ -164,27 +166,30 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)  # exact comparisons in float64, as estimators.py
     start = time.time()
-    records = run(args.seeds, args.rows, args.reps, args.targets, args.boot)
-    command = (f"python benchmarks/estimators_late.py --seeds {args.seeds} --rows {args.rows} --reps {args.reps} "
+    records = run(args.seeds, args.K, args.rows, args.reps, args.targets, args.boot)
+    command = (f"python benchmarks/estimators_late.py --seeds {args.seeds}" + (f" --K {args.K}" if args.K != 64 else "")
+               + f" --rows {args.rows} --reps {args.reps} "
                f"--boot {args.boot} --threads {args.threads}" + (" --targets " + " ".join(args.targets) if args.targets else ""))
     git = git_state(exclude=bench.OUT)
     head = (f"Generated by `{command}` (commit {commit_label(git)}, {platform.processor() or platform.machine()}, "
-            f"torch {torch.__version__}, {time.time() - start:.0f} s). Every cell at t >= 0.7 and K = {K} pools "
+            f"torch {torch.__version__}, {time.time() - start:.0f} s). Every cell at t >= 0.7 and K = {args.K} pools "
             f"{args.seeds} seeds x {args.rows} x_t x {args.reps} estimates; [95 % paired bootstrap interval over the x_t].")
     block = head + "\n\n" + summary(records)
+    stem = "estimators_late" if args.K == 64 else f"estimators_late_K{args.K}"
     bench.OUT.mkdir(parents=True, exist_ok=True)
-    with open(bench.OUT / "estimators_late.csv", "w", newline="") as f:
+    with open(bench.OUT / f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-    (bench.OUT / "estimators_late.md").write_text("## Estimators at large t, pooled over seeds\n\n" + block + "\n\n" + table(records) + "\n")
-    (bench.OUT / "estimators_late.json").write_text(json.dumps(
+    (bench.OUT / f"{stem}.md").write_text(f"## Estimators at large t, K = {args.K}, pooled over seeds\n\n" + block + "\n\n"
+                                          + table(records) + "\n")
+    (bench.OUT / f"{stem}.json").write_text(json.dumps(
         {"command": command, "git": git, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
          "machine": platform.processor() or platform.machine(), "threads": args.threads, "seeds": args.seeds,
          "wall_time_s": round(time.time() - start, 1)}, indent=2) + "\n")
     print(block)
     if args.update_readme:
-        update_readme(block)
+        update_readme(block, stem)
 
 
 if __name__ == "__main__":
