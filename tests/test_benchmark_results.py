@@ -4,6 +4,8 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -56,17 +58,19 @@ def test_readme_restates_the_seed_benchmark():
             assert f"{ratios[what]:.2f}x" in readme, (name, what)
 
 
-def test_readme_restates_the_pooled_large_t_check():
+@pytest.mark.parametrize("stem", ["estimators_late", "estimators_late_K16"])
+def test_readme_restates_the_pooled_large_t_check(stem):
     """benchmarks/estimators_late.py: the README block is the summary of the committed CSV, and every ratio
     column is the ratio of the pooled MSEs it names (floored at round-off)."""
     spec = importlib.util.spec_from_file_location("benchmark_estimators_late", ROOT / "benchmarks" / "estimators_late.py")
     late = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(late)
-    with open(RESULTS / "estimators_late.csv", newline="") as f:
+    with open(RESULTS / f"{stem}.csv", newline="") as f:
         records = [{k: v if k in ("target", "best") else int(v) if k in ("K", "tuned_on", "estimates") else float(v)
                     for k, v in row.items()} for row in csv.DictReader(f)]
     assert {r["t"] for r in records} == set(late.T_LATE) and min(late.T_LATE) == 0.7
     assert len(records) == len(late.bench.TARGETS) * len(late.T_LATE)
+    assert {r["K"] for r in records} == {16 if stem.endswith("K16") else 64}
     for r in records:
         floor = late.bench.ROUNDOFF * r["one_draw"]
         for column, num, den in late.RATIOS:
@@ -74,5 +78,6 @@ def test_readme_restates_the_pooled_large_t_check():
                 r[f"mse_{den}" if den != "best" else f"mse_{r['best']}"], floor)
             assert abs(r[column] - expected) <= 1e-9 * expected
             assert r[f"{column}_lo"] <= r[f"{column}_hi"]
-    block = (ROOT / "README.md").read_text().split("<!-- estimator-late:start -->")[1].split("<!-- estimator-late:end -->")[0]
+    marker = stem.replace("estimators_late", "estimator-late").replace("_", "-")
+    block = (ROOT / "README.md").read_text().split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
     assert late.summary(records) in block
