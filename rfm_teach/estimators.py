@@ -501,9 +501,10 @@ def coefficient_upper_end(draws: ImportanceDraws, z: float = 3.0) -> Tensor:
     wherever V fell below the true variance by chance: near t = 1, where c* is within a few percent of
     (beta/alpha)^2, that cost up to about 3x in error against the plug-in c. z = 3 (a one-sided 99.9 %
     bound for a Gaussian V) is the default because z = 2 still clipped often enough to cost 1.27-1.38x
-    on the d = 6 product target at t = 0.98 (three seeds of ``tests/test_estimators.py``'s case), and
-    z = 3 cost at most 1.03x there; ``benchmarks/estimators.py`` scores z = 3 against z = 0 on every cell.
-    Where one draw carries nearly all the weight, 1 - Σ w^2 -> 0 and V is large (infinite once that
+    on the d = 6 product target at t = 0.98 (the case of ``tests/test_estimators.py`` with three seeds, an
+    exploration whose script is not kept), and z = 3 cost at most 1.03x there; ``benchmarks/estimators.py``
+    and ``benchmarks/estimators_late.py`` score z = 3 (and estimators.py z = 0) on every cell.
+    Where one draw carries nearly all the weight, 1 - Σ w^2 -> 0 and V is large (huge once that
     difference rounds to 0): there the projection only keeps c >= 0, and the tests of
     :func:`auto_coefficient` decide.
     """
