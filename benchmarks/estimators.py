@@ -390,12 +390,13 @@ def figure(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(block: str) -> None:
+def update_readme(block: str, marker: str = "estimator-benchmark") -> None:
+    """Replace what README.md holds between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` by ``block``."""
     readme = ROOT / "README.md"
     text = readme.read_text()
-    pattern = re.compile(r"(<!-- estimator-benchmark:start -->\n).*?(<!-- estimator-benchmark:end -->)", re.DOTALL)
+    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.DOTALL)
     if not pattern.search(text):
-        raise SystemExit("README.md has no <!-- estimator-benchmark:start/end --> markers")
+        raise SystemExit(f"README.md has no <!-- {marker}:start/end --> markers")
     readme.write_text(pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text))
 
 

@@ -35,7 +35,6 @@ import argparse
 import csv
 import json
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -81,12 +80,12 @@ def pooled_ratios(errors: dict[str, torch.Tensor], one_draw: float, n_boot: int,
     floor = bench.ROUNDOFF * one_draw
     mse = {name: float(e.mean()) for name, e in errors.items()}
     best = min(("none", "gradient", "plugin"), key=mse.get)
-    errors = {**errors, "best": errors[best]}
-    n = next(iter(errors.values())).shape[0]
+    errors, mse = {**errors, "best": errors[best]}, {**mse, "best": mse[best]}
+    n = errors[best].shape[0]
     idx = torch.randint(n, (n_boot, n), generator=gen)
     out = {"best": best}
     for column, num, den in RATIOS:
-        point = max(float(errors[num].mean()), floor) / max(float(errors[den].mean()), floor)
+        point = max(mse[num], floor) / max(mse[den], floor)
         boot = errors[num][idx].mean(1).clamp_min(floor) / errors[den][idx].mean(1).clamp_min(floor)
         lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)).tolist()
         out.update({column: point, f"{column}_lo": lo, f"{column}_hi": hi})
@@ -142,14 +141,9 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(block: str, stem: str = "estimators_late") -> None:
-    readme = bench.ROOT / "README.md"
-    text = readme.read_text()
-    marker = stem.replace("estimators_late", "estimator-late").replace("_", "-")
-    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.DOTALL)
-    if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- {marker}:start/end --> markers")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text))
+def readme_marker(stem: str) -> str:
+    """The README markers of a result stem: estimators_late -> estimator-late, estimators_late_K16 -> estimator-late-K16."""
+    return stem.replace("estimators_late", "estimator-late").replace("_", "-")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
          "wall_time_s": round(time.time() - start, 1)}, indent=2) + "\n")
     print(block)
     if args.update_readme:
-        update_readme(block, stem)
+        bench.update_readme(block, readme_marker(stem))
 
 
 if __name__ == "__main__":

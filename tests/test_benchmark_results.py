@@ -78,6 +78,6 @@ def test_readme_restates_the_pooled_large_t_check(stem):
                 r[f"mse_{den}" if den != "best" else f"mse_{r['best']}"], floor)
             assert abs(r[column] - expected) <= 1e-9 * expected
             assert r[f"{column}_lo"] <= r[f"{column}_hi"]
-    marker = stem.replace("estimators_late", "estimator-late").replace("_", "-")
+    marker = late.readme_marker(stem)
     block = (ROOT / "README.md").read_text().split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
     assert late.summary(records) in block
