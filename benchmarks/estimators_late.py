@@ -23,9 +23,11 @@ Usage::
 
     python benchmarks/estimators_late.py --seeds 10            # ~25 min on one thread
     python benchmarks/estimators_late.py --seeds 10 --K 16     # the same with 16 draws per estimate
+    python benchmarks/estimators_late.py --seeds 40 --K 16 --targets product6 product6_tanh   # the d = 6 cells, 4x the seeds
     python benchmarks/estimators_late.py --seeds 2 --targets ring_tanh   # one target, a quick look
 
-Results: ``benchmarks/results/estimators_late.{csv,md,json}`` (``estimators_late_K<K>.*`` for K != 64);
+Results: ``benchmarks/results/estimators_late.{csv,md,json}`` (``estimators_late_K<K>.*`` for K != 64, with
+the targets' names appended for a ``--targets`` subset);
 ``--update-readme`` rewrites the generated block in README.md.
 """
 
@@ -141,6 +143,11 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def result_stem(K: int, targets: list[str]) -> str:
+    """The file stem of a run's results: estimators_late, with _K<K> for K != 64 and the targets of a subset run."""
+    return "estimators_late" + (f"_K{K}" if K != 64 else "") + "".join(f"_{name}" for name in targets)
+
+
 def readme_marker(stem: str) -> str:
     """The README markers of a result stem: estimators_late -> estimator-late, estimators_late_K16 -> estimator-late-K16."""
     return stem.replace("estimators_late", "estimator-late").replace("_", "-")
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=20, help="x_t points per seed and cell")
     parser.add_argument("--reps", type=int, default=20, help="estimates per x_t")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples per ratio")
-    parser.add_argument("--targets", nargs="*", default=[], help="a subset of the targets (default: all)")
+    parser.add_argument("--targets", nargs="*", default=[], help="a subset of the targets (default: all; results go to a stem that names them)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             f"torch {torch.__version__}, {time.time() - start:.0f} s). Every cell at t >= 0.7 and K = {args.K} pools "
             f"{args.seeds} seeds x {args.rows} x_t x {args.reps} estimates; [95 % paired bootstrap interval over the x_t].")
     block = head + "\n\n" + summary(records)
-    stem = "estimators_late" if args.K == 64 else f"estimators_late_K{args.K}"
+    stem = result_stem(args.K, args.targets)
     bench.OUT.mkdir(parents=True, exist_ok=True)
     with open(bench.OUT / f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
