@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict] = {
     # is it the fit? the fixed-target diffusion policy used emb(t) (notebook 06); the preset's actor_lr was tuned on the flow
     "rfm_diffusion_time_t": {"policy": "diffusion", "steps": 20, "time_scale": 1.0},
     "rfm_diffusion_lr1e-3": {"policy": "diffusion", "steps": 20, "actor_lr": 1e-3},
+    "rfm_diffusion_lr1e-2": {"policy": "diffusion", "steps": 20, "actor_lr": 1e-2},
     "rfm_exact_target": {"exact_target": True},  # needs --critics exact: the exact posterior of the true Q
     "rfm_time_t": {"time_scale": 1.0},  # the authors' time embedding emb(t) instead of emb(1000 t)
     "rfm_exact_target_time_t": {"exact_target": True, "time_scale": 1.0},
