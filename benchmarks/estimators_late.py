@@ -49,6 +49,8 @@ import estimators as bench  # noqa: E402  (the cell, the targets and the floor o
 from rfm_teach.results import commit_label, git_state  # noqa: E402
 
 T_LATE = tuple(t for t in bench.T_GRID if t >= 0.7)
+#: Importance draws per estimate unless --K says otherwise; results of another K carry it in their names.
+DEFAULT_K = 64
 #: (column, numerator, denominator); "best" is the best of none, gradient and plugin in the cell.
 RATIOS = (
     ("particles_over_auto", "particles", "auto"),
@@ -144,8 +146,8 @@ def table(records: list[dict]) -> str:
 
 
 def result_stem(K: int, targets: list[str]) -> str:
-    """The file stem of a run's results: estimators_late, with _K<K> for K != 64 and the targets of a subset run."""
-    return "estimators_late" + (f"_K{K}" if K != 64 else "") + "".join(f"_{name}" for name in targets)
+    """The file stem of a run's results: estimators_late, with _K<K> for K != DEFAULT_K and the targets of a subset run."""
+    return "estimators_late" + (f"_K{K}" if K != DEFAULT_K else "") + "".join(f"_{name}" for name in targets)
 
 
 def readme_marker(stem: str) -> str:
@@ -156,7 +158,7 @@ def readme_marker(stem: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="independent seeds pooled per cell")
-    parser.add_argument("--K", type=int, default=64, help="importance draws per estimate (results of K != 64 go to estimators_late_K<K>.*)")
+    parser.add_argument("--K", type=int, default=DEFAULT_K, help=f"importance draws per estimate (results of K != {DEFAULT_K} go to estimators_late_K<K>.*)")
     parser.add_argument("--rows", type=int, default=20, help="x_t points per seed and cell")
     parser.add_argument("--reps", type=int, default=20, help="estimates per x_t")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples per ratio")
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_default_dtype(torch.float64)  # exact comparisons in float64, as estimators.py
     start = time.time()
     records = run(args.seeds, args.K, args.rows, args.reps, args.targets, args.boot)
-    command = (f"python benchmarks/estimators_late.py --seeds {args.seeds}" + (f" --K {args.K}" if args.K != 64 else "")
+    command = (f"python benchmarks/estimators_late.py --seeds {args.seeds}" + (f" --K {args.K}" if args.K != DEFAULT_K else "")
                + f" --rows {args.rows} --reps {args.reps} "
                f"--boot {args.boot} --threads {args.threads}" + (" --targets " + " ".join(args.targets) if args.targets else ""))
     git = git_state(exclude=bench.OUT)
