@@ -25,9 +25,9 @@ ESTIMATOR_STYLE: dict[str, dict] = {
 }
 CMAP = "viridis"
 #: Colours for further runs of an estimator that already has its line in a figure: the rest of the
-#: Okabe–Ito palette, then matplotlib's tab10 (never a colour already used in the figure).
-_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#F0E442", "#1f77b4", "#ff7f0e", "#2ca02c",
-                                   "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+#: Okabe–Ito palette, then matplotlib's tab10 without its blue, orange, green and pink, which are hard to tell
+#: from Okabe–Ito's blue and the estimators' orange, green and pink beside them (never a colour already used).
+_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#F0E442", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf")
 _EXTRA_DASHES: tuple = ("-", "--", "-.", ":")
 
 
