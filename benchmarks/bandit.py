@@ -62,6 +62,8 @@ VARIANTS: dict[str, dict] = {
     "rfm_diffusion_lr1e-2": {"policy": "diffusion", "steps": 20, "actor_lr": 1e-2},
     "rfm_diffusion_w128": {"policy": "diffusion", "steps": 20, "hidden": 128},  # twice the preset's actor width
     "rfm_exact_target": {"exact_target": True},  # needs --critics exact: the exact posterior of the true Q
+    # the diffusion policy with a perfect estimator: is its gap to the flow the estimate or the fit?
+    "rfm_diffusion_exact_target": {"policy": "diffusion", "steps": 20, "exact_target": True},
     "rfm_time_t": {"time_scale": 1.0},  # the authors' time embedding emb(t) instead of emb(1000 t)
     "rfm_exact_target_time_t": {"exact_target": True, "time_scale": 1.0},
     # the three-part mixture with fixed shares in every row (the default before the adaptive kernel share;
