@@ -1,0 +1,51 @@
+"""benchmarks/reeval.py: a finished batch run, evaluated again on more start states, is the same policy."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfm_teach.train import make_config, train_seeds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reeval  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sac_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reeval") / "sac"
+    config = make_config("tiny", env_id="Pendulum-v1", total_steps=300, warmup_steps=200, eval_every=300,
+                         eval_episodes=2, agent={"algo": "sac"})
+    train_seeds(config, [0, 1], out, progress=False)
+    return out
+
+
+def test_deterministic_actor_reproduces_the_logged_final_evaluation(sac_run):
+    """SAC's selected action (tanh of the mean) draws no random numbers, so on the training-time
+    evaluation's own start states (j < eval_episodes) the reloaded agent gives the logged returns, up to the
+    float32 rounding of a larger batch of states (5 instead of 2 rows per seed in each matmul)."""
+    source, rows = reeval.reevaluate(sac_run, episodes=5)
+    assert source["algo"] == "sac" and source["step"] == 300 and source["train_eval_episodes"] == 2
+    assert len(rows) == 2 * 2 * 5  # seeds x modes x start states
+    for seed in (0, 1):
+        with open(sac_run / f"seed_{seed}" / "log.csv", newline="") as f:
+            logged = float(list(csv.DictReader(f))[-1]["return_argmax"])
+        mine = [r["return"] for r in rows if r["seed"] == seed and r["mode"] == "argmax" and r["start"] < 2]
+        assert np.mean(mine) == pytest.approx(logged, rel=1e-6)
+        others = [r["return"] for r in rows if r["seed"] == seed and r["mode"] == "argmax" and r["start"] >= 2]
+        assert len(others) == 3 and len(set(others)) == 3  # new start states, new episodes
+
+
+def test_unfinished_or_wrong_directory_is_refused(tmp_path, sac_run):
+    with pytest.raises(ValueError, match="seed_<s>"):
+        reeval.reevaluate(tmp_path, episodes=3)
+    (sac_run / "checkpoints").rename(tmp_path / "moved")
+    try:
+        with pytest.raises(ValueError, match="no batch checkpoint"):
+            reeval.reevaluate(sac_run, episodes=3)
+    finally:
+        (tmp_path / "moved").rename(sac_run / "checkpoints")
