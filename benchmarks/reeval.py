@@ -7,9 +7,13 @@ This script loads the final batch checkpoint of each run (:func:`rfm_teach.train
 ``<out>/checkpoints/seeds_<s0>_..._.pt``) and runs :func:`rfm_teach.train.evaluate` on ``--episodes``
 start states, j = 0 .. E - 1: the first ``eval_episodes`` are the training-time evaluation's own, the rest
 are new. Both protocols, "argmax" (best of N particles by Q; SAC's tanh(mean)) and "raw" (one policy
-sample), each with its own generator per seed (seed 7919 s + 1_000_003 and + 1_000_004).
+sample), each with its own generator per seed (seed 7919 s + 1_000_003 and + 1_000_004). ``--info-keys``
+also sums named per-step terms of the environment's ``info`` over each episode: on Reacher the return is
+``reward_dist`` (minus the distance of the fingertip to the target) plus ``reward_ctrl`` (minus the squared
+action), so the two sums tell an arm that does not reach from one that pays for its moves.
 
-Writes ``<out-root>/<run-id>/returns.csv`` (run, seed, mode, start, return; one row per episode) and a
+Writes ``<out-root>/<run-id>/returns.csv`` (run, seed, mode, start, return, then one column per info key; one
+row per episode) and a
 manifest that names, for each run, the command and commit that trained it. The runs' logs are not copied:
 store them as runs of their own (their manifests are written by the training command).
 
@@ -19,7 +23,7 @@ Usage::
         --seeds 0 1 2 3 4 --no-progress --algo rfm --temperature-mode reward_scale --out /tmp/envs/reacher/rfm
     rfm-teach train ... --algo sac --out /tmp/envs/reacher/sac
     python benchmarks/reeval.py --runs /tmp/envs/reacher/rfm /tmp/envs/reacher/sac --episodes 100 \\
-        --run-id reacher_e100 --out-root /tmp/reeval
+        --info-keys reward_dist reward_ctrl --run-id reacher_e100 --out-root /tmp/reeval
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 from tqdm.auto import tqdm
 
@@ -42,11 +47,33 @@ MODES = ("argmax", "raw")
 SEED_OFFSET = {"argmax": 1_000_003, "raw": 1_000_004}
 
 
-def reevaluate(run: Path, episodes: int) -> tuple[dict, list[dict]]:
+class InfoTotals(gym.Wrapper):
+    """Sums the named entries of ``info`` over the current episode (``totals``, reset with the env)."""
+
+    def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
+        super().__init__(env)
+        self.keys, self.totals = keys, dict.fromkeys(keys, 0.0)
+
+    def reset(self, **kwargs):
+        self.totals = dict.fromkeys(self.keys, 0.0)
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        missing = [k for k in self.keys if k not in info]
+        if missing:
+            raise ValueError(f"info has no {missing}; this env's info keys are {sorted(info)}")
+        for k in self.keys:
+            self.totals[k] += float(info[k])
+        return obs, reward, terminated, truncated, info
+
+
+def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
     """The final checkpoint of the batch run in ``run`` on ``episodes`` start states, both protocols.
 
     Returns (source, rows): the run's provenance (its seeds' manifest command and commit, the step of
-    the checkpoint) and one row per (seed, mode, start state) with the episode's undiscounted return.
+    the checkpoint) and one row per (seed, mode, start state) with the episode's undiscounted return
+    and the episode's sum of each ``info_keys`` entry.
     """
     seed_dirs = sorted(run.glob("seed_*"), key=lambda p: int(p.name.split("_")[1]))
     if not seed_dirs:
@@ -69,10 +96,11 @@ def reevaluate(run: Path, episodes: int) -> tuple[dict, list[dict]]:
               "commit": manifest["git"]["commit"], "dirty": manifest["git"]["dirty"]}
     rows = []
     for mode in MODES:
-        envs = [[_make(config, None) for _ in range(episodes)] for _ in seeds]
+        envs = [[InfoTotals(_make(config, None), info_keys) for _ in range(episodes)] for _ in seeds]
         returns, _ = evaluate(agent, envs, mode, seed=[7919 * s + SEED_OFFSET[mode] for s in seeds])
-        for s, per_seed in zip(seeds, returns):
-            rows += [{"run": run.name, "seed": s, "mode": mode, "start": j, "return": r} for j, r in enumerate(per_seed)]
+        for s, per_seed, env_row in zip(seeds, returns, envs):
+            rows += [{"run": run.name, "seed": s, "mode": mode, "start": j, "return": r, **env.totals}
+                     for j, (r, env) in enumerate(zip(per_seed, env_row))]
     return source, rows
 
 
@@ -80,6 +108,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True, help="the --out directories of finished `rfm-teach train` runs")
     p.add_argument("--episodes", type=int, default=100, help="start states per seed (default 100)")
+    p.add_argument("--info-keys", nargs="*", default=[], help="per-step info entries to sum over each episode")
     p.add_argument("--run-id", required=True)
     p.add_argument("--out-root", default="/tmp/reeval")
     args = p.parse_args()
@@ -90,17 +119,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0, sources, rows = time.perf_counter(), [], []
     for run in tqdm([Path(r) for r in args.runs], desc="runs"):
-        source, run_rows = reevaluate(run, args.episodes)
+        source, run_rows = reevaluate(run, args.episodes, tuple(args.info_keys))
         sources.append(source)
         rows += run_rows
     with open(out / "returns.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "seed", "mode", "start", "return"])
+        writer = csv.DictWriter(f, fieldnames=["run", "seed", "mode", "start", "return", *args.info_keys])
         writer.writeheader()
         writer.writerows(rows)
     seeds = sorted({r["seed"] for r in rows})
     write_manifest(out, command="python benchmarks/reeval.py " + " ".join(sys.argv[1:]), seeds=seeds,
                    wall_time_s=time.perf_counter() - t0, device="cpu",
-                   extra={"experiment": "reeval", "episodes": args.episodes, "modes": list(MODES),
+                   extra={"experiment": "reeval", "episodes": args.episodes, "modes": list(MODES), "info_keys": args.info_keys,
                           "start_states": "env j reset with seed 10_000 + j, j < episodes; the runs' own "
                                           "training-time evaluation used j < train_eval_episodes",
                           "sources": sources})

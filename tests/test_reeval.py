@@ -49,3 +49,23 @@ def test_unfinished_or_wrong_directory_is_refused(tmp_path, sac_run):
             reeval.reevaluate(sac_run, episodes=3)
     finally:
         (tmp_path / "moved").rename(sac_run / "checkpoints")
+
+
+def test_reacher_return_is_its_two_info_terms():
+    """The sums that split Reacher's return: distance term plus control term is the return, step for step."""
+    from rfm_teach.envs import make_env
+
+    env = reeval.InfoTotals(make_env("Reacher-v5"), ("reward_dist", "reward_ctrl"))
+    env.reset(seed=3)
+    rng, total, done = np.random.default_rng(0), 0.0, False
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+        total, done = total + float(reward), terminated or truncated
+    assert env.totals["reward_ctrl"] < 0 and env.totals["reward_dist"] < 0
+    assert env.totals["reward_dist"] + env.totals["reward_ctrl"] == pytest.approx(total, rel=1e-6)
+    env.reset(seed=4)
+    assert env.totals == {"reward_dist": 0.0, "reward_ctrl": 0.0}
+    wrong = reeval.InfoTotals(make_env("Reacher-v5"), ("reward_fwd",))
+    wrong.reset(seed=0)
+    with pytest.raises(ValueError, match="reward_fwd"):
+        wrong.step(np.zeros(2, np.float32))
