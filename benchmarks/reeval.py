@@ -12,6 +12,12 @@ also sums named per-step terms of the environment's ``info`` over each episode: 
 ``reward_dist`` (minus the distance of the fingertip to the target) plus ``reward_ctrl`` (minus the squared
 action), so the two sums tell an arm that does not reach from one that pays for its moves.
 
+``--critics-from DIR`` swaps in another finished run's critics (same seeds, same critic width) before
+evaluating: the selected action ("argmax", best of N particles by Q) then picks among this run's particles
+by the other run's Q, which tells a critic that ranks the particles badly from particles that hold no good
+action. The raw sample draws no critic call, so it is unchanged by the swap (a check). The rows are
+labelled ``<run>+critics_<other run>``.
+
 Writes ``<out-root>/<run-id>/returns.csv`` (run, seed, mode, start, return, then one column per info key; one
 row per episode) and a
 manifest that names, for each run, the command and commit that trained it. The runs' logs are not copied:
@@ -68,13 +74,8 @@ class InfoTotals(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
-    """The final checkpoint of the batch run in ``run`` on ``episodes`` start states, both protocols.
-
-    Returns (source, rows): the run's provenance (its seeds' manifest command and commit, the step of
-    the checkpoint) and one row per (seed, mode, start state) with the episode's undiscounted return
-    and the episode's sum of each ``info_keys`` entry.
-    """
+def _finished(run: Path) -> tuple[list[int], dict, TrainConfig, dict]:
+    """A finished batch run's seeds, final checkpoint, config and provenance (command and commit)."""
     seed_dirs = sorted(run.glob("seed_*"), key=lambda p: int(p.name.split("_")[1]))
     if not seed_dirs:
         raise ValueError(f"{str(run)!r} has no seed_<s> directories: pass the --out of a `rfm-teach train` run")
@@ -86,20 +87,44 @@ def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = ()) -> tup
     config = TrainConfig.from_dict(state["config"])
     if state["step"] != config.total_steps:
         raise ValueError(f"{str(ckpt)!r} is at step {state['step']}, not the run's end ({config.total_steps})")
-    probe = _make(config, None)
-    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-    agent = Agent(obs_dim, act_dim, config.agent, device="cpu", seed=seeds)
-    agent.load_state_dict(state["agent"])
     manifest = json.loads((seed_dirs[0] / MANIFEST).read_text())
     source = {"run": run.name, "env_id": config.env_id, "algo": config.agent.algo, "step": state["step"],
               "train_eval_episodes": config.eval_episodes, "command": manifest["command"],
               "commit": manifest["git"]["commit"], "dirty": manifest["git"]["dirty"]}
+    return seeds, state, config, source
+
+
+def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = (),
+               critics_from: Path | None = None) -> tuple[dict, list[dict]]:
+    """The final checkpoint of the batch run in ``run`` on ``episodes`` start states, both protocols.
+
+    ``critics_from``: another finished run whose critics replace this run's (same seeds and width).
+    Returns (source, rows): the run's provenance (its seeds' manifest command and commit, the step of
+    the checkpoint; under "critics_from" the other run's) and one row per (seed, mode, start state) with
+    the episode's undiscounted return and the episode's sum of each ``info_keys`` entry.
+    """
+    seeds, state, config, source = _finished(run)
+    probe = _make(config, None)
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    agent = Agent(obs_dim, act_dim, config.agent, device="cpu", seed=seeds)
+    agent.load_state_dict(state["agent"])
+    label = run.name
+    if critics_from is not None:
+        other_seeds, other_state, other_config, source["critics_from"] = _finished(critics_from)
+        if other_seeds != seeds or other_config.env_id != config.env_id \
+                or other_config.agent.critic_hidden != config.agent.critic_hidden:
+            raise ValueError(f"--critics-from {str(critics_from)!r} must be a run of {config.env_id} with seeds {seeds} "
+                             f"and critic_hidden {config.agent.critic_hidden}; got {other_config.env_id}, seeds "
+                             f"{other_seeds}, critic_hidden {other_config.agent.critic_hidden}")
+        agent.critic.load_state_dict(other_state["agent"]["critic"])
+        label = f"{run.name}+critics_{critics_from.name}"
+    source["label"] = label
     rows = []
     for mode in MODES:
         envs = [[InfoTotals(_make(config, None), info_keys) for _ in range(episodes)] for _ in seeds]
         returns, _ = evaluate(agent, envs, mode, seed=[7919 * s + SEED_OFFSET[mode] for s in seeds])
         for s, per_seed, env_row in zip(seeds, returns, envs):
-            rows += [{"run": run.name, "seed": s, "mode": mode, "start": j, "return": r, **env.totals}
+            rows += [{"run": label, "seed": s, "mode": mode, "start": j, "return": r, **env.totals}
                      for j, (r, env) in enumerate(zip(per_seed, env_row))]
     return source, rows
 
@@ -109,6 +134,8 @@ def main() -> None:
     p.add_argument("--runs", nargs="+", required=True, help="the --out directories of finished `rfm-teach train` runs")
     p.add_argument("--episodes", type=int, default=100, help="start states per seed (default 100)")
     p.add_argument("--info-keys", nargs="*", default=[], help="per-step info entries to sum over each episode")
+    p.add_argument("--critics-from", type=Path, default=None,
+                   help="a finished run whose critics replace each run's own before evaluating")
     p.add_argument("--run-id", required=True)
     p.add_argument("--out-root", default="/tmp/reeval")
     args = p.parse_args()
@@ -119,7 +146,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0, sources, rows = time.perf_counter(), [], []
     for run in tqdm([Path(r) for r in args.runs], desc="runs"):
-        source, run_rows = reevaluate(run, args.episodes, tuple(args.info_keys))
+        source, run_rows = reevaluate(run, args.episodes, tuple(args.info_keys), args.critics_from)
         sources.append(source)
         rows += run_rows
     with open(out / "returns.csv", "w", newline="") as f:

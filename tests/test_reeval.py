@@ -69,3 +69,21 @@ def test_reacher_return_is_its_two_info_terms():
     wrong.reset(seed=0)
     with pytest.raises(ValueError, match="reward_fwd"):
         wrong.step(np.zeros(2, np.float32))
+
+
+def test_swapped_critics_change_the_selection_and_not_the_raw_sample(tmp_path, sac_run):
+    """With another run's critics the best-of-N pick changes; the raw sample, which reads no critic, does not."""
+    config = make_config("tiny", env_id="Pendulum-v1", total_steps=300, warmup_steps=200, eval_every=300,
+                         eval_episodes=2, agent={"particles": 4, "K": 8})
+    train_seeds(config, [0, 1], tmp_path / "rfm", progress=False)
+    _, own = reeval.reevaluate(tmp_path / "rfm", episodes=3)
+    source, swapped = reeval.reevaluate(tmp_path / "rfm", episodes=3, critics_from=sac_run)
+    assert source["label"] == "rfm+critics_sac" and source["critics_from"]["algo"] == "sac"
+    assert {r["run"] for r in swapped} == {"rfm+critics_sac"}
+    pick = {mode: [r["return"] for r in own if r["mode"] == mode] for mode in ("argmax", "raw")}
+    pick_swapped = {mode: [r["return"] for r in swapped if r["mode"] == mode] for mode in ("argmax", "raw")}
+    assert pick_swapped["raw"] == pick["raw"]
+    assert pick_swapped["argmax"] != pick["argmax"]
+    train_seeds(config, [0], tmp_path / "one_seed", progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        reeval.reevaluate(tmp_path / "rfm", episodes=3, critics_from=tmp_path / "one_seed")
