@@ -88,11 +88,13 @@ from .policies import DEFAULT_TIME_SCALE, DiffusionPolicy, FlowPolicy
 from .seeds import Generator, SeedGenerators, SeedLinear, clip_grad_norm_per_seed, stack_seeds
 from .targets import Boltzmann, log_sech2
 
-__all__ = ["ALGOS", "EXACT_Q", "PROPOSALS", "ENDPOINTS", "Agent", "AgentConfig", "GaussianTanhPolicy", "TwinCritic"]
+__all__ = ["ALGOS", "EXACT_Q", "PROPOSALS", "ENDPOINTS", "BEHAVIOURS", "Agent", "AgentConfig", "GaussianTanhPolicy", "TwinCritic"]
 
 ALGOS: tuple[str, ...] = ("rfm", "qsm", "sac")
 PROPOSALS: tuple[str, ...] = ("policy", "kernel")
 ENDPOINTS: tuple[str, ...] = ("boltzmann", "raw")
+#: How the flow family collects data (``AgentConfig.behaviour``); SAC always acts with a sample.
+BEHAVIOURS: tuple[str, ...] = ("boltzmann", "raw")
 #: Names accepted by ``AgentConfig.exact_q``: exact action values that replace the learned critics.
 EXACT_Q: tuple[str, ...] = ("bandit",)
 ACT_MODES: tuple[str, ...] = ("boltzmann", "argmax", "raw")
@@ -120,6 +122,9 @@ class AgentConfig:
             this field existed did.
         endpoints: where u_t is placed: "boltzmann" (the authors': a Boltzmann pick among the M
             particles) or "raw" (one policy sample; same fixed point, no critic call).
+        behaviour: how the flow family acts while collecting data: "boltzmann" (the authors': a
+            Boltzmann pick among the M particles) or "raw" (one policy sample, as SAC acts; a
+            diagnostic of what data the critics learn from). SAC ignores it.
         exact_q: None (learned twin critics) or "bandit" (the contextual bandit's exact Q = r; critics unused).
         exact_target: regress onto the exact posterior mean E[u1 | u_t] instead of an estimate (needs
             algo="rfm", exact_q="bandit" and temperature_mode="fixed"; :class:`rfm_teach.envs.BanditPosterior`):
@@ -148,6 +153,7 @@ class AgentConfig:
     mixture: tuple[float, float, float] = MIXTURE
     adaptive_share: bool = True
     endpoints: str = "boltzmann"
+    behaviour: str = "boltzmann"
     exact_q: str | None = None
     exact_target: bool = False
     policy: str = "flow"
@@ -185,6 +191,7 @@ class AgentConfig:
         elif isinstance(self.cv, bool) or not isinstance(self.cv, (int, float)) or not math.isfinite(float(self.cv)):
             raise ValueError(f"cv must be one of {CV_MODES} or a finite float; got {self.cv!r}")
         for name, value, allowed in (("proposal", self.proposal, PROPOSALS), ("endpoints", self.endpoints, ENDPOINTS),
+                                     ("behaviour", self.behaviour, BEHAVIOURS),
                                      ("policy", self.policy, ("flow", "diffusion")),
                                      ("temperature_mode", self.temperature_mode, ("fixed", "reward_scale"))):
             if value not in allowed:
@@ -469,8 +476,9 @@ class Agent:
 
     @property
     def behaviour_mode(self) -> str:
-        """How training data is collected: Boltzmann resampling for the flow family, a plain sample for SAC."""
-        return "raw" if self.config.algo == "sac" else "boltzmann"
+        """How training data is collected: ``config.behaviour`` for the flow family (Boltzmann resampling by
+        default), a plain sample for SAC."""
+        return "raw" if self.config.algo == "sac" else self.config.behaviour
 
     # ---- updates ----------------------------------------------------------------------------------
     def _step(self, optim: torch.optim.Optimizer, loss: Tensor, params) -> None:
@@ -646,9 +654,11 @@ class Agent:
         """Restore :meth:`state_dict` output (the whole state, seeds included); the config and the number of seeds must match.
 
         A one-seed batch (``seed=[s]``, what :func:`rfm_teach.train.train` builds) and an agent built with
-        ``seed=s`` have the same state and load each other's.
+        ``seed=s`` have the same state and load each other's. A field missing from the checkpoint's config
+        was added after it was written and takes its default, which is what every earlier version did.
         """
-        if state["config"] != asdict(self.config):
+        saved = {**asdict(AgentConfig()), **state["config"]}
+        if saved != asdict(self.config):
             raise ValueError(f"checkpoint config {state['config']} differs from this agent's {asdict(self.config)}")
         if len(state["seeds"]) != self.n_seeds:
             raise ValueError(f"checkpoint has {len(state['seeds'])} seeds {state['seeds']}; this agent has {self.n_seeds}")

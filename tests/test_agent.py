@@ -33,7 +33,7 @@ def _batch(obs_dim: int = 3, act_dim: int = 2, B: int = 16, terminal: bool = Fal
      ("temperature_mode", "auto", "temperature_mode"), ("K", 2.5, "K"), ("cv", "tweedie", "cv"),
      ("cv", float("nan"), "cv"), ("proposal", "mixture", "proposal"), ("endpoints", "argmax", "endpoints"),
      ("exact_q", "cheetah", "exact_q"), ("algo", "noise", "cv='none'"), ("mixture", (0.5, 0.5), "mixture"),
-     ("mixture", (0.0, 0.5, 0.5), "mixture")],
+     ("mixture", (0.0, 0.5, 0.5), "mixture"), ("behaviour", "argmax", "behaviour")],
 )
 def test_bad_config_values_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -153,6 +153,23 @@ def test_state_dict_round_trip_continues_identically(algo):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="config"):
         Agent(3, 2, AgentConfig(**{**SMALL, "K": 17}, algo=algo), seed=0).load_state_dict(a.state_dict())
+
+
+def test_a_checkpoint_older_than_a_config_field_loads_with_its_default():
+    """Checkpoints written before ``behaviour`` existed (every run up to it) load into an agent with the default."""
+    a = Agent(3, 2, AgentConfig(**SMALL), seed=0)
+    old = copy.deepcopy(a.state_dict())
+    del old["config"]["behaviour"]
+    Agent(3, 2, AgentConfig(**SMALL), seed=1).load_state_dict(old)
+    with pytest.raises(ValueError, match="config"):
+        Agent(3, 2, AgentConfig(**SMALL, behaviour="raw"), seed=1).load_state_dict(old)
+
+
+@pytest.mark.parametrize("algo, behaviour, acts", [("rfm", "boltzmann", "boltzmann"), ("rfm", "raw", "raw"),
+                                                   ("sac", "boltzmann", "raw")])
+def test_behaviour_sets_how_data_is_collected(algo, behaviour, acts):
+    agent = Agent(3, 2, AgentConfig(**SMALL, algo=algo, behaviour=behaviour), seed=0)
+    assert agent.behaviour_mode == acts
 
 
 @pytest.mark.parametrize("overrides", [{"cv": "plugin", "proposal": "kernel"}, {"cv": "none"}, {"cv": 0.3},
