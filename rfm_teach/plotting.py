@@ -27,7 +27,7 @@ CMAP = "viridis"
 #: Colours for further runs of an estimator that already has its line in a figure: the rest of the
 #: Okabe–Ito palette, then matplotlib's tab10 without its blue, orange, green and pink, which are hard to tell
 #: from Okabe–Ito's blue and the estimators' orange, green and pink beside them (never a colour already used).
-_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#F0E442", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf")
+_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf", "#F0E442")  # pale yellow last
 _EXTRA_DASHES: tuple = ("-", "--", "-.", ":")
 
 
