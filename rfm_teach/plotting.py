@@ -25,9 +25,10 @@ ESTIMATOR_STYLE: dict[str, dict] = {
 }
 CMAP = "viridis"
 #: Colours for further runs of an estimator that already has its line in a figure: the rest of the
-#: Okabe–Ito palette, then matplotlib's tab10 without its blue, orange, green and pink, which are hard to tell
-#: from Okabe–Ito's blue and the estimators' orange, green and pink beside them (never a colour already used).
-_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf", "#F0E442")  # pale yellow last
+#: Okabe–Ito's blue, then matplotlib's tab10 without its blue, orange, green and pink, which are hard to tell
+#: from Okabe–Ito's blue and the estimators' orange, green and pink beside them (never a colour already used);
+#: Okabe–Ito's yellow last, since a thin or dotted yellow line is hard to see on white.
+_EXTRA_COLOURS: tuple[str, ...] = ("#0072B2", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf", "#F0E442")
 _EXTRA_DASHES: tuple = ("-", "--", "-.", ":")
 
 
