@@ -3,8 +3,8 @@
 The online loop evaluates on ``eval_episodes`` start states (env j reset with seed 10_000 + j; five in the
 CPU-sized runs of notebook 08), the same at every evaluation and for every algorithm. Five start states
 are a small, fixed sample of an environment's tasks: on Reacher each start state fixes where the goal is.
-This script loads the final batch checkpoint of each run (:func:`rfm_teach.train.train_seeds` writes it to
-``<out>/checkpoints/seeds_<s0>_..._.pt``) and runs :func:`rfm_teach.train.evaluate` on ``--episodes``
+This script loads the final checkpoint of each run (:func:`rfm_teach.cli.train_checkpoint` says where
+``rfm-teach train`` writes it) and runs :func:`rfm_teach.train.evaluate` on ``--episodes``
 start states, j = 0 .. E - 1: the first ``eval_episodes`` are the training-time evaluation's own, the rest
 are new. Both protocols, "argmax" (best of N particles by Q; SAC's tanh(mean)) and "raw" (one policy
 sample), each with its own generator per seed (seed 7919 s + 1_000_003 and + 1_000_004). ``--info-keys``
@@ -46,8 +46,9 @@ import torch
 from tqdm.auto import tqdm
 
 from rfm_teach.agent import Agent
+from rfm_teach.cli import train_checkpoint
 from rfm_teach.results import MANIFEST, write_manifest
-from rfm_teach.train import TrainConfig, _make, batch_checkpoint, evaluate
+from rfm_teach.train import TrainConfig, _make, evaluate
 
 MODES = ("argmax", "raw")
 SEED_OFFSET = {"argmax": 1_000_003, "raw": 1_000_004}
@@ -75,14 +76,14 @@ class InfoTotals(gym.Wrapper):
 
 
 def _finished(run: Path) -> tuple[list[int], dict, TrainConfig, dict]:
-    """A finished batch run's seeds, final checkpoint, config and provenance (command and commit)."""
+    """A finished run's seeds, final checkpoint, config and provenance (command and commit)."""
     seed_dirs = sorted(run.glob("seed_*"), key=lambda p: int(p.name.split("_")[1]))
     if not seed_dirs:
         raise ValueError(f"{str(run)!r} has no seed_<s> directories: pass the --out of a `rfm-teach train` run")
     seeds = [int(p.name.split("_")[1]) for p in seed_dirs]
-    ckpt = batch_checkpoint(run, seeds)
+    ckpt = train_checkpoint(run, seeds)
     if not ckpt.exists():
-        raise ValueError(f"no batch checkpoint at {str(ckpt)!r}: the run must have finished with --seeds {seeds}")
+        raise ValueError(f"no checkpoint at {str(ckpt)!r}: the run must have finished with --seeds {' '.join(map(str, seeds))}")
     state = torch.load(ckpt, weights_only=False)  # our own file
     config = TrainConfig.from_dict(state["config"])
     if state["step"] != config.total_steps:
@@ -96,7 +97,7 @@ def _finished(run: Path) -> tuple[list[int], dict, TrainConfig, dict]:
 
 def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = (),
                critics_from: Path | None = None) -> tuple[dict, list[dict]]:
-    """The final checkpoint of the batch run in ``run`` on ``episodes`` start states, both protocols.
+    """The final checkpoint of the run in ``run`` on ``episodes`` start states, both protocols.
 
     ``critics_from``: another finished run whose critics replace this run's (same seeds and width).
     Returns (source, rows): the run's provenance (its seeds' manifest command and commit, the step of
@@ -104,9 +105,10 @@ def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = (),
     the episode's undiscounted return and the episode's sum of each ``info_keys`` entry.
     """
     seeds, state, config, source = _finished(run)
-    probe = _make(config, None)
-    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-    agent = Agent(obs_dim, act_dim, config.agent, device="cpu", seed=seeds)
+    # one set of envs serves both protocols: evaluate() resets env j with seed 10_000 + j, which also zeroes its totals
+    envs = [[InfoTotals(_make(config, None), info_keys) for _ in range(episodes)] for _ in seeds]
+    space = envs[0][0]
+    agent = Agent(space.observation_space.shape[0], space.action_space.shape[0], config.agent, device="cpu", seed=seeds)
     agent.load_state_dict(state["agent"])
     label = run.name
     if critics_from is not None:
@@ -121,7 +123,6 @@ def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = (),
     source["label"] = label
     rows = []
     for mode in MODES:
-        envs = [[InfoTotals(_make(config, None), info_keys) for _ in range(episodes)] for _ in seeds]
         returns, _ = evaluate(agent, envs, mode, seed=[7919 * s + SEED_OFFSET[mode] for s in seeds])
         for s, per_seed, env_row in zip(seeds, returns, envs):
             rows += [{"run": label, "seed": s, "mode": mode, "start": j, "return": r, **env.totals}

@@ -48,7 +48,7 @@ from .stats import clip_band, clip_interval, iqm_ci, mean_ci95
 from .train import PRESETS, WALL, TrainConfig, batch_checkpoint, make_config, train, train_seeds
 
 __all__ = ["TRAIN_ALIASES", "TrainArgs", "PlotArgs", "help_text", "load_curves", "main",
-           "plot_runs", "metric_range"]
+           "plot_runs", "metric_range", "train_checkpoint"]
 
 #: Short forms accepted by ``train`` and ``sweep``, rewritten to the generated flags before parsing.
 TRAIN_ALIASES: dict[str, str] = {
@@ -270,7 +270,7 @@ def _train(argv: list[str]) -> int:
 
     make_env(config.env_id).close()  # unknown id, non-Box space, missing extra: fail now, not after seed 0
     out = Path(args.out) if args.out is not None else default_out(config.env_id, config.agent.algo)
-    ckpt = out / "checkpoints" / f"seed_{seeds[0]}.pt" if len(seeds) == 1 else batch_checkpoint(out, seeds)
+    ckpt = train_checkpoint(out, seeds)
     if args.resume and not ckpt.exists():
         raise UsageError(f"--resume: no checkpoint at {str(ckpt)!r}; drop --resume to start a fresh run")
     check_out_dir(out, "--out")
@@ -287,6 +287,13 @@ def _train(argv: list[str]) -> int:
               f"return_raw {final.get('return_raw')}, {result['wall_time_s']:.1f} s on {threads} thread(s) "
               f"-> {run['log'].parent}")
     return 0
+
+
+def train_checkpoint(out: Path, seeds: list[int]) -> Path:
+    """Where ``rfm-teach train --out OUT --seeds ...`` checkpoints: one seed runs :func:`rfm_teach.train.train`
+    (``OUT/checkpoints/seed_<s>.pt``), several run :func:`rfm_teach.train.train_seeds` as one batch
+    (:func:`rfm_teach.train.batch_checkpoint`)."""
+    return out / "checkpoints" / f"seed_{seeds[0]}.pt" if len(seeds) == 1 else batch_checkpoint(out, seeds)
 
 
 # ---------------------------------------------------------------------------------------------------------

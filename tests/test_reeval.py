@@ -1,4 +1,4 @@
-"""benchmarks/reeval.py: a finished batch run, evaluated again on more start states, is the same policy."""
+"""benchmarks/reeval.py: a finished run, evaluated again on more start states, is the same policy."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_unfinished_or_wrong_directory_is_refused(tmp_path, sac_run):
         reeval.reevaluate(tmp_path, episodes=3)
     (sac_run / "checkpoints").rename(tmp_path / "moved")
     try:
-        with pytest.raises(ValueError, match="no batch checkpoint"):
+        with pytest.raises(ValueError, match="no checkpoint"):
             reeval.reevaluate(sac_run, episodes=3)
     finally:
         (tmp_path / "moved").rename(sac_run / "checkpoints")
@@ -87,3 +87,14 @@ def test_swapped_critics_change_the_selection_and_not_the_raw_sample(tmp_path, s
     train_seeds(config, [0], tmp_path / "one_seed", progress=False)
     with pytest.raises(ValueError, match="seeds"):
         reeval.reevaluate(tmp_path / "rfm", episodes=3, critics_from=tmp_path / "one_seed")
+
+
+def test_a_one_seed_run_is_found_where_the_command_line_checkpoints_it(tmp_path):
+    """`rfm-teach train --seeds 0` runs train() into OUT/seed_0 and checkpoints to OUT/checkpoints/seed_0.pt."""
+    from rfm_teach.train import train
+
+    config = make_config("tiny", env_id="Pendulum-v1", total_steps=250, warmup_steps=200, eval_every=250,
+                         eval_episodes=1, agent={"algo": "sac"})
+    train(config, tmp_path / "one" / "seed_0", progress=False)
+    source, rows = reeval.reevaluate(tmp_path / "one", episodes=2)
+    assert source["step"] == 250 and {r["seed"] for r in rows} == {0} and len(rows) == 2 * 2
