@@ -95,6 +95,15 @@ def _finished(run: Path) -> tuple[list[int], dict, TrainConfig, dict]:
     return seeds, state, config, source
 
 
+def load_agent(run: Path) -> tuple[list[int], Agent, TrainConfig, dict]:
+    """A finished run's seeds, its agent at the final checkpoint (on the CPU), config and provenance."""
+    seeds, state, config, source = _finished(run)
+    probe = _make(config, None)
+    agent = Agent(probe.observation_space.shape[0], probe.action_space.shape[0], config.agent, device="cpu", seed=seeds)
+    agent.load_state_dict(state["agent"])
+    return seeds, agent, config, source
+
+
 def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = (),
                critics_from: Path | None = None) -> tuple[dict, list[dict]]:
     """The final checkpoint of the run in ``run`` on ``episodes`` start states, both protocols.
@@ -104,12 +113,9 @@ def reevaluate(run: Path, episodes: int, info_keys: tuple[str, ...] = (),
     the checkpoint; under "critics_from" the other run's) and one row per (seed, mode, start state) with
     the episode's undiscounted return and the episode's sum of each ``info_keys`` entry.
     """
-    seeds, state, config, source = _finished(run)
+    seeds, agent, config, source = load_agent(run)
     # one set of envs serves both protocols: evaluate() resets env j with seed 10_000 + j, which also zeroes its totals
     envs = [[InfoTotals(_make(config, None), info_keys) for _ in range(episodes)] for _ in seeds]
-    space = envs[0][0]
-    agent = Agent(space.observation_space.shape[0], space.action_space.shape[0], config.agent, device="cpu", seed=seeds)
-    agent.load_state_dict(state["agent"])
     label = run.name
     if critics_from is not None:
         other_seeds, other_state, other_config, source["critics_from"] = _finished(critics_from)

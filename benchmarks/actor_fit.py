@@ -1,0 +1,230 @@
+"""Does a trained actor sample the Boltzmann policy of its own critic? Exact answers on a grid.
+
+The flow family's actor is trained towards pi(a|s) ∝ exp(Q(s, a) / lambda), Q its own critic (the minimum
+of the twins) and lambda its temperature; SAC's actor towards the same form with lambda = alpha, its
+entropy coefficient, within the tanh-Gaussians. With one or two action dimensions that target has an
+exact answer state by state: quadrature on a grid over the action box [-1, 1]^d
+(:class:`rfm_teach.targets.ExactGrid`, ``--grid`` points per axis; the edge cells reach h/2 past the
+box, which matters only for a target with mass at the walls). This script loads the final checkpoint of
+finished ``rfm-teach train`` runs (:func:`reeval.load_agent`) and measures two things.
+
+1. **The fit.** On states the raw policy visits (every ``--every``-th state of the raw-sample episodes
+   from the first ``--fit-starts`` start states), ``--samples`` raw policy samples a = tanh(u) against
+   the exact target: total variation on coarse bins (:func:`rfm_teach.metrics.grid_tv`, ``--bins`` per
+   axis) and sliced W2 to a set of exact samples, each beside the floor that as many exact samples score;
+   the value the actor gives up in its own critic's eyes, E_pi[Q] - E_actor[Q]; what the temperature
+   gives up, max_a Q - E_pi[Q]; and the shift of the mean action, |E_actor[a] - E_pi[a]|.
+2. **What the target is worth.** Returns on ``--episodes`` start states (env j reset with seed
+   10_000 + j, as in :mod:`reeval` and in training) for four ways of acting: "raw" (one policy sample) and
+   "argmax" (the selected action) with the generators :mod:`reeval` uses, so their rows are its rows;
+   "target" (one exact sample of the critic's Boltzmann policy) and "greedy" (the critic's maximiser on
+   the grid).
+
+Read together: "raw" close to "target" says the actor has learned its target, and what separates the run
+from another lies in its critic and lambda; "target" well above "raw" says the actor has not.
+
+Writes ``<out-root>/<run-id>/returns.csv`` (run, seed, mode, start, return), ``fit.csv`` (one row per
+state) and a manifest naming each source run's command and commit.
+
+Usage::
+
+    python benchmarks/actor_fit.py --runs /tmp/envs/reacher/rfm /tmp/envs/reacher/sac --episodes 100 \\
+        --run-id reacher_fit --out-root /tmp/reeval
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from rfm_teach.agent import Agent, TwinCritic
+from rfm_teach.metrics import grid_tv, sliced_wasserstein
+from rfm_teach.results import write_manifest
+from rfm_teach.seeds import SeedGenerators, seed_slice
+from rfm_teach.targets import Boltzmann, ExactGrid
+from rfm_teach.train import _make, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reeval import SEED_OFFSET, load_agent  # noqa: E402
+
+MODES = ("raw", "argmax", "target", "greedy")
+GRID_OFFSET = {"target": 1_000_005, "greedy": 1_000_006}
+FIT_OFFSET = 1_000_007
+FIT_COLUMNS = ["run", "seed", "start", "step", "temperature", "tv", "tv_floor", "sw2", "sw2_floor", "value_gap",
+               "temperature_cost", "mean_shift", "target_spread", "actor_spread"]
+
+
+class Visits(gym.Wrapper):
+    """Keeps the observations of the current episode (``states``, restarted by ``reset``)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.states: list = []
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.states = [obs]
+        return obs, info
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.states.append(out[0])
+        return out
+
+
+def seed_critics(agent: Agent) -> list[TwinCritic]:
+    """Each seed's twin critic as a module of its own (S = 1), for state-by-state quadrature."""
+    state, critics = agent.critic.state_dict(), []
+    for s in range(agent.n_seeds):
+        critic = TwinCritic(agent.obs_dim, agent.act_dim, agent.config.critic_hidden)
+        critic.load_state_dict(seed_slice(state, s))
+        critics.append(critic.eval())
+    return critics
+
+
+def temperatures(agent: Agent) -> list[float]:
+    """The lambda each seed's actor is trained towards: the temperature, or SAC's alpha."""
+    return agent.log_alpha.exp().tolist() if agent.config.algo == "sac" else list(agent.temperatures)
+
+
+def exact_policy(critic: TwinCritic, obs: Tensor, temperature: float, n: int) -> ExactGrid:
+    """pi(a|s) ∝ exp(min_i Q_i(s, a) / temperature) on an n^d grid over [-1, 1]^d, for one state ``obs`` (ds,)."""
+    def q(a: Tensor) -> Tensor:
+        return critic.q_min(obs.expand(*a.shape[:-1], -1), a.float()).double()
+
+    dim = critic.nets[0][0].in_features - obs.shape[-1]
+    return ExactGrid(Boltzmann(q, temperature, check=False), extent=1.0, n=n, dim=dim)
+
+
+class GridActor:
+    """Acts with the exact Boltzmann policy of an agent's own critics, state by state: "target" draws one
+    exact sample, "greedy" takes the grid maximiser. Has what :func:`rfm_teach.train.evaluate` uses of an
+    :class:`~rfm_teach.agent.Agent` (``batched``, ``device``, ``act``)."""
+
+    def __init__(self, agent: Agent, n: int) -> None:
+        self.batched, self.device, self.n = agent.batched, agent.device, n
+        self.critics, self.temperatures = seed_critics(agent), temperatures(agent)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, mode: str, generator) -> Tensor:
+        """obs (S, E, ds) for a batch of seeds, else (E, ds) -> actions of the same leading shape."""
+        rows = obs if self.batched else obs[None]
+        gens = generator if self.batched else [generator]
+        actions = []
+        for critic, lam, gen, seed_rows in zip(self.critics, self.temperatures, gens, rows):
+            for row in seed_rows:
+                grid = exact_policy(critic, row, lam, self.n)
+                a = grid.sample(1, gen)[0] if mode == "target" else grid.points[grid.log_p.argmax()]
+                actions.append(a.clamp(-1.0, 1.0).float())
+        return torch.stack(actions).reshape(*obs.shape[:-1], -1)
+
+
+def fit_rows(agent: Agent, states: Tensor, *, samples: int, n: int, bins: int, gens: SeedGenerators) -> list[dict]:
+    """The fit of the raw policy to its exact target at each state. ``states`` (S, F, ds) -> S F dicts."""
+    S, F, ds = states.shape
+    with torch.no_grad():
+        actions = torch.tanh(agent._latents(states.reshape(S * F, ds), samples, gens)).reshape(S, F, samples, -1)
+    rows = []
+    for s, (critic, lam, gen) in enumerate(zip(seed_critics(agent), temperatures(agent), gens)):
+        for f in range(F):
+            grid = exact_policy(critic, states[s, f], lam, n)
+            mine = actions[s, f].double()
+            exact, reference = grid.sample(samples, gen), grid.sample(samples, gen)
+            q_grid, w = grid.log_p * lam, torch.softmax(grid.log_p, 0)
+            with torch.no_grad():
+                q_mine = critic.q_min(states[s, f].expand(samples, -1), mine.float()).double()
+            target_mean = grid.mean()
+            target_spread = ((w[:, None] * (grid.points - target_mean) ** 2).sum()).sqrt()
+            rows.append({"seed": s, "temperature": lam,
+                         "tv": grid_tv(mine, grid, bins=bins), "tv_floor": grid_tv(exact, grid, bins=bins),
+                         "sw2": sliced_wasserstein(mine, reference, generator=gen),
+                         "sw2_floor": sliced_wasserstein(exact, reference, generator=gen),
+                         "value_gap": float(w @ q_grid - q_mine.mean()),
+                         "temperature_cost": float(q_grid.max() - w @ q_grid),
+                         "mean_shift": float((mine.mean(0) - target_mean).norm()),
+                         "target_spread": float(target_spread), "actor_spread": float(mine.var(0).sum().sqrt())})
+    return rows
+
+
+def measure(run: Path, *, episodes: int, fit_starts: int, every: int, samples: int, n: int,
+            bins: int) -> tuple[dict, list[dict], list[dict]]:
+    """Both measurements for one finished run: (source, return rows, fit rows)."""
+    seeds, agent, config, source = load_agent(run)
+    if agent.act_dim > 2:
+        raise ValueError(f"{str(run)!r} has {agent.act_dim} action dimensions; quadrature on a grid is for 1 or 2")
+    envs = [[Visits(_make(config, None)) for _ in range(episodes)] for _ in seeds]
+    grid_actor, returns, states = GridActor(agent, n), [], None
+    for mode in MODES:
+        offset = SEED_OFFSET.get(mode) or GRID_OFFSET[mode]
+        actor = grid_actor if mode in GRID_OFFSET else agent
+        per_seed, _ = evaluate(actor, envs, mode, seed=[7919 * s + offset for s in seeds])
+        returns += [{"run": run.name, "seed": s, "mode": mode, "start": j, "return": r}
+                    for s, seed_returns in zip(seeds, per_seed) for j, r in enumerate(seed_returns)]
+        if mode == "raw":  # the states the raw policy visits, the same count for every seed
+            visited = [[(j, k, env.states[k]) for j, env in enumerate(row[:fit_starts])
+                        for k in range(0, len(env.states) - 1, every)] for row in envs]
+            count = min(len(v) for v in visited)
+            where = [v[:count] for v in visited]
+            states = torch.as_tensor(np.array([[x for *_, x in v] for v in where]), dtype=torch.float32)
+    gens = SeedGenerators([7919 * s + FIT_OFFSET for s in seeds])
+    fit = fit_rows(agent, states, samples=samples, n=n, bins=bins, gens=gens)
+    for row, (j, k, _) in zip(fit, [w for v in where for w in v]):
+        row.update(run=run.name, seed=seeds[row["seed"]], start=j, step=k)
+    return source, returns, fit
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", nargs="+", required=True, help="the --out directories of finished `rfm-teach train` runs")
+    p.add_argument("--episodes", type=int, default=100, help="start states per seed for the returns (default 100)")
+    p.add_argument("--fit-starts", type=int, default=20, help="start states whose raw episodes give the fit's states")
+    p.add_argument("--every", type=int, default=10, help="keep every n-th state of those episodes (default 10)")
+    p.add_argument("--samples", type=int, default=1024, help="policy and exact samples per state (default 1024)")
+    p.add_argument("--grid", type=int, default=129, help="grid points per action axis (default 129)")
+    p.add_argument("--bins", type=int, default=16, help="TV histogram bins per axis (default 16)")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--out-root", default="/tmp/reeval")
+    args = p.parse_args()
+    for name in ("episodes", "fit_starts", "every", "samples", "bins"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if args.grid < 3:
+        raise SystemExit(f"--grid must be >= 3; got {args.grid}")
+    if args.fit_starts > args.episodes:
+        raise SystemExit(f"--fit-starts ({args.fit_starts}) must be <= --episodes ({args.episodes})")
+    torch.set_num_threads(1)
+    out = Path(args.out_root) / args.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    t0, sources, returns, fit = time.perf_counter(), [], [], []
+    for run in tqdm([Path(r) for r in args.runs], desc="runs"):
+        source, run_returns, run_fit = measure(run, episodes=args.episodes, fit_starts=args.fit_starts,
+                                               every=args.every, samples=args.samples, n=args.grid, bins=args.bins)
+        sources.append(source)
+        returns += run_returns
+        fit += run_fit
+    for name, rows, columns in (("returns.csv", returns, ["run", "seed", "mode", "start", "return"]),
+                                ("fit.csv", fit, FIT_COLUMNS)):
+        with open(out / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    write_manifest(out, command="python benchmarks/actor_fit.py " + " ".join(sys.argv[1:]),
+                   seeds=sorted({r["seed"] for r in returns}), wall_time_s=time.perf_counter() - t0, device="cpu",
+                   extra={"experiment": "actor_fit", "modes": list(MODES), "episodes": args.episodes,
+                          "fit_starts": args.fit_starts, "every": args.every, "samples": args.samples,
+                          "grid": args.grid, "bins": args.bins,
+                          "start_states": "env j reset with seed 10_000 + j, j < episodes", "sources": sources})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

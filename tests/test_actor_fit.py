@@ -1,0 +1,82 @@
+"""benchmarks/actor_fit.py: a trained actor against the exact Boltzmann policy of its own critic."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfm_teach.seeds import SeedGenerators
+from rfm_teach.train import make_config, train_seeds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import actor_fit  # noqa: E402
+import reeval  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rfm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("actor_fit") / "rfm"
+    config = make_config("tiny", env_id="Pendulum-v1", total_steps=300, warmup_steps=200, eval_every=300,
+                         eval_episodes=2, agent={"particles": 4, "K": 8})
+    train_seeds(config, [0, 1], out, progress=False)
+    return out
+
+
+def test_policy_rows_are_the_reevaluation_rows(rfm_run):
+    """"raw" and "argmax" use the generators of benchmarks/reeval.py, so they reproduce its rows exactly;
+    the two grid modes are other ways of acting, and the fit has one row per kept state and seed."""
+    _, returns, fit = actor_fit.measure(rfm_run, episodes=2, fit_starts=1, every=100, samples=64, n=33, bins=8)
+    _, rows = reeval.reevaluate(rfm_run, episodes=2)
+    for mode in ("raw", "argmax"):
+        mine = [(r["seed"], r["start"], r["return"]) for r in returns if r["mode"] == mode]
+        theirs = [(r["seed"], r["start"], r["return"]) for r in rows if r["mode"] == mode]
+        assert mine == theirs
+    assert {r["mode"] for r in returns} == set(actor_fit.MODES)
+    assert [(r["seed"], r["start"], r["step"]) for r in fit] == [(0, 0, 0), (0, 0, 100), (1, 0, 0), (1, 0, 100)]
+    assert all(r["tv_floor"] < r["tv"] for r in fit)  # 300 steps have not taught the actor its target
+
+
+def test_an_actor_that_samples_its_exact_target_scores_the_floor(rfm_run):
+    """The measure reads what it claims: with the actor's samples replaced by exact samples of its target
+    (through atanh, as latents), TV and sliced W2 fall to the floor's size, the mean shift to noise and the
+    value the actor gives up to about zero; the trained actor's numbers are far from that."""
+    _, agent, _, _ = reeval.load_agent(rfm_run)
+    states = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, -2.0]], [[-1.0, 0.0, 0.0], [0.6, 0.8, 3.0]]])
+    kwargs = dict(samples=2048, n=65, bins=16)
+    trained = actor_fit.fit_rows(agent, states, gens=SeedGenerators([0, 1]), **kwargs)
+    critics, lams = actor_fit.seed_critics(agent), actor_fit.temperatures(agent)
+    exact = [actor_fit.exact_policy(critics[s], states[s, f], lams[s], 65) for s in range(2) for f in range(2)]
+    gen = torch.Generator().manual_seed(5)
+
+    def exact_latents(obs, n, gens):
+        return torch.stack([torch.atanh(g.sample(n, gen).clamp(-0.999999, 0.999999)).float() for g in exact])
+
+    agent._latents = exact_latents
+    perfect = actor_fit.fit_rows(agent, states, gens=SeedGenerators([0, 1]), **kwargs)
+    for p, t in zip(perfect, trained):
+        assert p["tv"] < 2 * p["tv_floor"] + 0.02 < t["tv"]
+        assert p["sw2"] < 2 * p["sw2_floor"] + 0.01 < t["sw2"]
+        assert abs(p["value_gap"]) < 0.05 * t["value_gap"] + 1e-3
+        assert p["mean_shift"] < 0.1 * p["target_spread"]
+        assert p["actor_spread"] == pytest.approx(p["target_spread"], rel=0.1)
+
+
+def test_grid_actor_samples_the_target_and_takes_its_maximiser(rfm_run):
+    """"target" draws exact samples (their mean is the grid's mean), "greedy" the critic's largest Q."""
+    _, agent, _, _ = reeval.load_agent(rfm_run)
+    actor = actor_fit.GridActor(agent, n=65)
+    obs = torch.tensor([0.3, -0.95, 1.0]).expand(2, 4000, 3)
+    gens = SeedGenerators([3, 4])
+    samples = actor.act(obs, "target", gens)
+    greedy = actor.act(obs[:, :1], "greedy", gens)
+    for s in range(2):
+        grid = actor_fit.exact_policy(actor.critics[s], obs[s, 0], actor.temperatures[s], 65)
+        spread = float(torch.softmax(grid.log_p, 0) @ (grid.points - grid.mean()).pow(2).sum(-1)) ** 0.5
+        assert float((samples[s].double().mean(0) - grid.mean()).norm()) < 5 * spread / 4000**0.5 + 1e-3
+        with torch.no_grad():
+            q = actor.critics[s].q_min(obs[s, :1].expand(65, -1), grid.points.float())
+            assert float(actor.critics[s].q_min(obs[s, :1], greedy[s])) == pytest.approx(float(q.max()), abs=1e-6)
+
