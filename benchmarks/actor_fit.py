@@ -20,11 +20,20 @@ finished ``rfm-teach train`` runs (:func:`reeval.load_agent`) and measures two t
    "target" (one exact sample of the critic's Boltzmann policy) and "greedy" (the critic's maximiser on
    the grid).
 
+3. **The regression target there** (flow family, ``--target-states`` of those states per seed): the agent's
+   estimate of E[u1 | u_t] (its own estimator, K, c and proposal) against the exact posterior mean of the target in
+   the latent space u = atanh(a) (a grid over [-2.5, 2.5]^d, ``--latent-grid`` points per axis, so |a| <= 0.987),
+   at u_t drawn from the exact marginal at each t in ``--times``: bias², variance, the error of one exact posterior
+   draw and of the constant guess E[u1] (:func:`rfm_teach.scoring.score_estimates`, latent units), for two sets
+   of particles in the proposal: the actor's own and as many exact samples of the target. ``lean`` is the bias
+   along the actor's offset from the target, m_actor - m_target, as a fraction of that offset: positive, the
+   regression target hands part of the actor's own error back to it; negative, it over-corrects.
+
 Read together: "raw" close to "target" says the actor has learned its target, and what separates the run
 from another lies in its critic and lambda; "target" well above "raw" says the actor has not.
 
 Writes ``<out-root>/<run-id>/returns.csv`` (run, seed, mode, start, return), ``fit.csv`` (one row per
-state) and a manifest naming each source run's command and commit.
+state), ``regression_target.csv`` (flow family: one row per state, t and particles) and a manifest naming each source run's command and commit.
 
 Usage::
 
@@ -47,8 +56,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rfm_teach.agent import Agent, TwinCritic
+from rfm_teach.estimators import posterior_mean
 from rfm_teach.metrics import grid_tv, sliced_wasserstein
 from rfm_teach.results import write_manifest
+from rfm_teach.scoring import score_estimates
 from rfm_teach.seeds import SeedGenerators, seed_slice
 from rfm_teach.targets import Boltzmann, ExactGrid
 from rfm_teach.train import _make, evaluate
@@ -59,6 +70,9 @@ from reeval import SEED_OFFSET, load_agent  # noqa: E402
 MODES = ("raw", "argmax", "target", "greedy")
 GRID_OFFSET = {"target": 1_000_005, "greedy": 1_000_006}
 FIT_OFFSET = 1_000_007
+TARGET_COLUMNS = ["run", "seed", "start", "step", "t", "particles", "bias2", "variance", "posterior_var",
+                  "constant_mse", "lean"]
+LATENT_EXTENT = 2.5
 FIT_COLUMNS = ["run", "seed", "start", "step", "temperature", "tv", "tv_floor", "sw2", "sw2_floor", "value_gap",
                "temperature_cost", "mean_shift", "target_spread", "actor_spread"]
 
@@ -155,9 +169,50 @@ def fit_rows(agent: Agent, states: Tensor, *, samples: int, n: int, bins: int, g
     return rows
 
 
-def measure(run: Path, *, episodes: int, fit_starts: int, every: int, samples: int, n: int,
-            bins: int) -> tuple[dict, list[dict], list[dict]]:
-    """Both measurements for one finished run: (source, return rows, fit rows)."""
+def target_rows(agent: Agent, states: Tensor, *, times: tuple[float, ...], n: int, rows: int, reps: int,
+                gens: SeedGenerators) -> list[dict]:
+    """The agent's regression target against the exact posterior mean at each state (S, F, ds) and t.
+
+    For each state: the exact target in the latent space (grid of n^d points over [-LATENT_EXTENT, LATENT_EXTENT]^d),
+    ``rows`` points u_t from its exact marginal, ``reps`` estimates at each with the agent's own estimator settings,
+    once with the actor's particles as the proposal's prior samples and once with as many exact samples.
+    """
+    cfg, path = agent.config, agent.actor.path
+    S, F, ds = states.shape
+    with torch.no_grad():
+        latents = agent._latents(states.reshape(S * F, ds), cfg.particles, gens).reshape(S, F, cfg.particles, -1)
+    out = []
+    for s, (critic, lam, gen) in enumerate(zip(seed_critics(agent), temperatures(agent), gens)):
+        for f in range(F):
+            def q(a: Tensor, obs: Tensor = states[s, f]) -> Tensor:
+                return critic.q_min(obs.expand(*a.shape[:-1], -1), a.float()).double()
+
+            target = Boltzmann(q, lam, squash=True, check=False)
+            grid = ExactGrid(target, extent=LATENT_EXTENT, n=n, dim=agent.act_dim)
+            particles = {"actor": latents[s, f].double(), "exact": grid.sample(cfg.particles, gen)}
+            offset = particles["actor"].mean(0) - grid.mean()
+            for t in times:
+                u_t = grid.marginal_sample(rows, t, path, gen)
+                mu = grid.posterior_mean(u_t, t, path)
+                for name, prior in particles.items():
+                    with torch.no_grad():
+                        est = posterior_mean(target, u_t.repeat_interleave(reps, 0), t, path=path, K=cfg.K, cv=cfg.cv,
+                                             generator=gen, prior_samples=prior.expand(rows * reps, -1, -1),
+                                             mixture=cfg.mixture, adaptive=cfg.adaptive_share, check=False).mean
+                    est = est.reshape(rows, reps, -1)
+                    score = score_estimates(est, u_t, t, grid, path)["x1"]
+                    lean = (est.mean(1) - mu) @ offset / offset.pow(2).sum()
+                    out.append({"seed": s, "state": f, "t": t, "particles": name, "bias2": score.bias2, "variance": score.variance,
+                                "posterior_var": score.posterior_var, "constant_mse": score.constant_mse,
+                                "lean": float(lean.mean())})
+    return out
+
+
+def measure(run: Path, *, episodes: int, fit_starts: int, every: int, samples: int, n: int, bins: int,
+            target_states: int = 0, times: tuple[float, ...] = (), latent_n: int = 501, rows: int = 10,
+            reps: int = 10) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """The measurements for one finished run: (source, return rows, fit rows, regression-target rows; none for
+    SAC or with ``target_states=0``)."""
     seeds, agent, config, source = load_agent(run)
     if agent.act_dim > 2:
         raise ValueError(f"{str(run)!r} has {agent.act_dim} action dimensions; quadrature on a grid is for 1 or 2")
@@ -177,9 +232,17 @@ def measure(run: Path, *, episodes: int, fit_starts: int, every: int, samples: i
             states = torch.as_tensor(np.array([[x for *_, x in v] for v in where]), dtype=torch.float32)
     gens = SeedGenerators([7919 * s + FIT_OFFSET for s in seeds])
     fit = fit_rows(agent, states, samples=samples, n=n, bins=bins, gens=gens)
-    for row, (j, k, _) in zip(fit, [w for v in where for w in v]):
+    place = [w for v in where for w in v]  # (start, step, state) of each fit row, seed-major
+    for row, (j, k, _) in zip(fit, place):
         row.update(run=run.name, seed=seeds[row["seed"]], start=j, step=k)
-    return source, returns, fit
+    targets = []
+    if target_states and config.agent.algo != "sac":
+        keep = torch.linspace(0, count - 1, min(target_states, count)).round().long().unique()
+        targets = target_rows(agent, states[:, keep], times=times, n=latent_n, rows=rows, reps=reps, gens=gens)
+        for row in targets:
+            j, k, _ = place[row["seed"] * count + int(keep[row.pop("state")])]
+            row.update(run=run.name, seed=seeds[row["seed"]], start=j, step=k)
+    return source, returns, fit, targets
 
 
 def main() -> None:
@@ -191,28 +254,39 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=1024, help="policy and exact samples per state (default 1024)")
     p.add_argument("--grid", type=int, default=129, help="grid points per action axis (default 129)")
     p.add_argument("--bins", type=int, default=16, help="TV histogram bins per axis (default 16)")
+    p.add_argument("--target-states", type=int, default=0,
+                   help="states per seed at which to score the regression target (flow family; default 0: none)")
+    p.add_argument("--times", type=float, nargs="+", default=[0.05, 0.1, 0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--latent-grid", type=int, default=501, help="grid points per latent axis (default 501)")
     p.add_argument("--run-id", required=True)
     p.add_argument("--out-root", default="/tmp/reeval")
     args = p.parse_args()
     for name in ("episodes", "fit_starts", "every", "samples", "bins"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if args.grid < 3:
-        raise SystemExit(f"--grid must be >= 3; got {args.grid}")
+    if args.target_states < 0 or not all(0 < t < 1 for t in args.times):
+        raise SystemExit(f"--target-states must be >= 0 and --times in (0, 1); got {args.target_states}, {args.times}")
+    if args.grid < 3 or args.latent_grid < 3:
+        raise SystemExit(f"--grid and --latent-grid must be >= 3; got {args.grid}, {args.latent_grid}")
     if args.fit_starts > args.episodes:
         raise SystemExit(f"--fit-starts ({args.fit_starts}) must be <= --episodes ({args.episodes})")
     torch.set_num_threads(1)
     out = Path(args.out_root) / args.run_id
     out.mkdir(parents=True, exist_ok=True)
-    t0, sources, returns, fit = time.perf_counter(), [], [], []
+    t0, sources, returns, fit, targets = time.perf_counter(), [], [], [], []
     for run in tqdm([Path(r) for r in args.runs], desc="runs"):
-        source, run_returns, run_fit = measure(run, episodes=args.episodes, fit_starts=args.fit_starts,
-                                               every=args.every, samples=args.samples, n=args.grid, bins=args.bins)
+        source, run_returns, run_fit, run_targets = measure(
+            run, episodes=args.episodes, fit_starts=args.fit_starts, every=args.every, samples=args.samples,
+            n=args.grid, bins=args.bins, target_states=args.target_states, times=tuple(args.times),
+            latent_n=args.latent_grid)
         sources.append(source)
         returns += run_returns
         fit += run_fit
-    for name, rows, columns in (("returns.csv", returns, ["run", "seed", "mode", "start", "return"]),
-                                ("fit.csv", fit, FIT_COLUMNS)):
+        targets += run_targets
+    files = [("returns.csv", returns, ["run", "seed", "mode", "start", "return"]), ("fit.csv", fit, FIT_COLUMNS)]
+    if targets:
+        files.append(("regression_target.csv", targets, TARGET_COLUMNS))
+    for name, rows, columns in files:
         with open(out / name, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
@@ -221,7 +295,8 @@ def main() -> None:
                    seeds=sorted({r["seed"] for r in returns}), wall_time_s=time.perf_counter() - t0, device="cpu",
                    extra={"experiment": "actor_fit", "modes": list(MODES), "episodes": args.episodes,
                           "fit_starts": args.fit_starts, "every": args.every, "samples": args.samples,
-                          "grid": args.grid, "bins": args.bins,
+                          "grid": args.grid, "bins": args.bins, "target_states": args.target_states,
+                          "times": args.times, "latent_grid": args.latent_grid, "latent_extent": LATENT_EXTENT,
                           "start_states": "env j reset with seed 10_000 + j, j < episodes", "sources": sources})
     print(f"wrote {out}")
 

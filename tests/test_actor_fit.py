@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def rfm_run(tmp_path_factory):
 def test_policy_rows_are_the_reevaluation_rows(rfm_run):
     """"raw" and "argmax" use the generators of benchmarks/reeval.py, so they reproduce its rows exactly;
     the two grid modes are other ways of acting, and the fit has one row per kept state and seed."""
-    _, returns, fit = actor_fit.measure(rfm_run, episodes=2, fit_starts=1, every=100, samples=64, n=33, bins=8)
+    _, returns, fit, targets = actor_fit.measure(rfm_run, episodes=2, fit_starts=1, every=100, samples=64, n=33, bins=8,
+                                                 target_states=1, times=(0.5,), latent_n=101)
     _, rows = reeval.reevaluate(rfm_run, episodes=2)
     for mode in ("raw", "argmax"):
         mine = [(r["seed"], r["start"], r["return"]) for r in returns if r["mode"] == mode]
@@ -37,6 +39,8 @@ def test_policy_rows_are_the_reevaluation_rows(rfm_run):
     assert {r["mode"] for r in returns} == set(actor_fit.MODES)
     assert [(r["seed"], r["start"], r["step"]) for r in fit] == [(0, 0, 0), (0, 0, 100), (1, 0, 0), (1, 0, 100)]
     assert all(r["tv_floor"] < r["tv"] for r in fit)  # 300 steps have not taught the actor its target
+    assert [(r["seed"], r["start"], r["step"], r["particles"]) for r in targets] == [
+        (0, 0, 0, "actor"), (0, 0, 0, "exact"), (1, 0, 0, "actor"), (1, 0, 0, "exact")]
 
 
 def test_an_actor_that_samples_its_exact_target_scores_the_floor(rfm_run):
@@ -80,3 +84,36 @@ def test_grid_actor_samples_the_target_and_takes_its_maximiser(rfm_run):
             q = actor.critics[s].q_min(obs[s, :1].expand(65, -1), grid.points.float())
             assert float(actor.critics[s].q_min(obs[s, :1], greedy[s])) == pytest.approx(float(q.max()), abs=1e-6)
 
+
+
+def test_regression_target_moves_with_particles_that_are_off_target(rfm_run):
+    """The third measurement reads what it claims. With plain self-normalised importance sampling (c = 0),
+    exact particles in the proposal give an estimate better than one exact posterior draw that does not move
+    along the offset; particles shifted by three of the target's spreads cost bias, and the estimate moves along
+    the offset by a clear share of it ("lean"; which way depends on the landscape)."""
+    _, agent, _, _ = reeval.load_agent(rfm_run)
+    agent.config = dataclasses.replace(agent.config, cv="none", K=32, particles=16)
+    states = torch.tensor([[[1.0, 0.0, 0.5]], [[0.0, 1.0, -2.0]]])
+    critics, lams = actor_fit.seed_critics(agent), actor_fit.temperatures(agent)
+    gen = torch.Generator().manual_seed(3)
+    grids, spreads = [], []
+    for s in range(2):
+        def q(a, s=s):
+            return critics[s].q_min(states[s, 0].expand(*a.shape[:-1], -1), a.float()).double()
+
+        grid = actor_fit.ExactGrid(actor_fit.Boltzmann(q, lams[s], squash=True), extent=actor_fit.LATENT_EXTENT,
+                                   n=401, dim=1)
+        grids.append(grid)
+        spreads.append(float((torch.softmax(grid.log_p, 0) @ (grid.points - grid.mean()) ** 2).sum().sqrt()))
+
+    def shifted_latents(obs, n, gens):
+        return torch.stack([(g.sample(n, gen) + 3 * sd).float() for g, sd in zip(grids, spreads)])
+
+    agent._latents = shifted_latents
+    rows = actor_fit.target_rows(agent, states, times=(0.1,), n=401, rows=20, reps=20, gens=SeedGenerators([0, 1]))
+    by = {(r["seed"], r["particles"]): r for r in rows}
+    for s in range(2):
+        off, exact = by[s, "actor"], by[s, "exact"]
+        assert abs(off["lean"]) > 0.1 and abs(exact["lean"]) < abs(off["lean"]) / 2
+        assert off["bias2"] > 3 * exact["bias2"]
+        assert exact["bias2"] + exact["variance"] < exact["posterior_var"]
