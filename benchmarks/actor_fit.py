@@ -33,7 +33,8 @@ Read together: "raw" close to "target" says the actor has learned its target, an
 from another lies in its critic and lambda; "target" well above "raw" says the actor has not.
 
 Writes ``<out-root>/<run-id>/returns.csv`` (run, seed, mode, start, return), ``fit.csv`` (one row per
-state), ``regression_target.csv`` (flow family: one row per state, t and particles) and a manifest naming each source run's command and commit.
+state), ``regression_target.csv`` (flow family: one row per state, t and particles) and a manifest naming
+each source run's command and commit.
 
 Usage::
 
@@ -110,13 +111,15 @@ def temperatures(agent: Agent) -> list[float]:
     return agent.log_alpha.exp().tolist() if agent.config.algo == "sac" else list(agent.temperatures)
 
 
-def exact_policy(critic: TwinCritic, obs: Tensor, temperature: float, n: int) -> ExactGrid:
-    """pi(a|s) ∝ exp(min_i Q_i(s, a) / temperature) on an n^d grid over [-1, 1]^d, for one state ``obs`` (ds,)."""
+def exact_policy(critic: TwinCritic, obs: Tensor, temperature: float, n: int, *, latent: bool = False) -> ExactGrid:
+    """pi(a|s) ∝ exp(min_i Q_i(s, a) / temperature) on an n^d grid over [-1, 1]^d, for one state ``obs`` (ds,);
+    with ``latent`` the same policy as a density over u = atanh(a), on [-LATENT_EXTENT, LATENT_EXTENT]^d."""
     def q(a: Tensor) -> Tensor:
         return critic.q_min(obs.expand(*a.shape[:-1], -1), a.float()).double()
 
     dim = critic.nets[0][0].in_features - obs.shape[-1]
-    return ExactGrid(Boltzmann(q, temperature, check=False), extent=1.0, n=n, dim=dim)
+    return ExactGrid(Boltzmann(q, temperature, squash=latent, check=False), extent=LATENT_EXTENT if latent else 1.0,
+                     n=n, dim=dim)
 
 
 class GridActor:
@@ -184,11 +187,7 @@ def target_rows(agent: Agent, states: Tensor, *, times: tuple[float, ...], n: in
     out = []
     for s, (critic, lam, gen) in enumerate(zip(seed_critics(agent), temperatures(agent), gens)):
         for f in range(F):
-            def q(a: Tensor, obs: Tensor = states[s, f]) -> Tensor:
-                return critic.q_min(obs.expand(*a.shape[:-1], -1), a.float()).double()
-
-            target = Boltzmann(q, lam, squash=True, check=False)
-            grid = ExactGrid(target, extent=LATENT_EXTENT, n=n, dim=agent.act_dim)
+            grid = exact_policy(critic, states[s, f], lam, n, latent=True)
             particles = {"actor": latents[s, f].double(), "exact": grid.sample(cfg.particles, gen)}
             offset = particles["actor"].mean(0) - grid.mean()
             for t in times:
@@ -196,15 +195,15 @@ def target_rows(agent: Agent, states: Tensor, *, times: tuple[float, ...], n: in
                 mu = grid.posterior_mean(u_t, t, path)
                 for name, prior in particles.items():
                     with torch.no_grad():
-                        est = posterior_mean(target, u_t.repeat_interleave(reps, 0), t, path=path, K=cfg.K, cv=cfg.cv,
-                                             generator=gen, prior_samples=prior.expand(rows * reps, -1, -1),
+                        est = posterior_mean(grid.target, u_t.repeat_interleave(reps, 0), t, path=path, K=cfg.K,
+                                             cv=cfg.cv, generator=gen, prior_samples=prior.expand(rows * reps, -1, -1),
                                              mixture=cfg.mixture, adaptive=cfg.adaptive_share, check=False).mean
                     est = est.reshape(rows, reps, -1)
                     score = score_estimates(est, u_t, t, grid, path)["x1"]
                     lean = (est.mean(1) - mu) @ offset / offset.pow(2).sum()
-                    out.append({"seed": s, "state": f, "t": t, "particles": name, "bias2": score.bias2, "variance": score.variance,
-                                "posterior_var": score.posterior_var, "constant_mse": score.constant_mse,
-                                "lean": float(lean.mean())})
+                    out.append({"seed": s, "state": f, "t": t, "particles": name, "bias2": score.bias2,
+                                "variance": score.variance, "posterior_var": score.posterior_var,
+                                "constant_mse": score.constant_mse, "lean": float(lean.mean())})
     return out
 
 

@@ -96,15 +96,8 @@ def test_regression_target_moves_with_particles_that_are_off_target(rfm_run):
     states = torch.tensor([[[1.0, 0.0, 0.5]], [[0.0, 1.0, -2.0]]])
     critics, lams = actor_fit.seed_critics(agent), actor_fit.temperatures(agent)
     gen = torch.Generator().manual_seed(3)
-    grids, spreads = [], []
-    for s in range(2):
-        def q(a, s=s):
-            return critics[s].q_min(states[s, 0].expand(*a.shape[:-1], -1), a.float()).double()
-
-        grid = actor_fit.ExactGrid(actor_fit.Boltzmann(q, lams[s], squash=True), extent=actor_fit.LATENT_EXTENT,
-                                   n=401, dim=1)
-        grids.append(grid)
-        spreads.append(float((torch.softmax(grid.log_p, 0) @ (grid.points - grid.mean()) ** 2).sum().sqrt()))
+    grids = [actor_fit.exact_policy(critics[s], states[s, 0], lams[s], 401, latent=True) for s in range(2)]
+    spreads = [float((torch.softmax(g.log_p, 0) @ (g.points - g.mean()) ** 2).sum().sqrt()) for g in grids]
 
     def shifted_latents(obs, n, gens):
         return torch.stack([(g.sample(n, gen) + 3 * sd).float() for g, sd in zip(grids, spreads)])
