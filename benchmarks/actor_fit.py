@@ -6,7 +6,7 @@ entropy coefficient, within the tanh-Gaussians. With one or two action dimension
 exact answer state by state: quadrature on a grid over the action box [-1, 1]^d
 (:class:`rfm_teach.targets.ExactGrid`, ``--grid`` points per axis; the edge cells reach h/2 past the
 box, which matters only for a target with mass at the walls). This script loads the final checkpoint of
-finished ``rfm-teach train`` runs (:func:`reeval.load_agent`) and measures two things.
+finished ``rfm-teach train`` runs (:func:`reeval.load_agent`) and measures three things (the third on request).
 
 1. **The fit.** On states the raw policy visits (every ``--every``-th state of the raw-sample episodes
    from the first ``--fit-starts`` start states), ``--samples`` raw policy samples a = tanh(u) against
@@ -19,7 +19,6 @@ finished ``rfm-teach train`` runs (:func:`reeval.load_agent`) and measures two t
    "argmax" (the selected action) with the generators :mod:`reeval` uses, so their rows are its rows;
    "target" (one exact sample of the critic's Boltzmann policy) and "greedy" (the critic's maximiser on
    the grid).
-
 3. **The regression target there** (flow family, ``--target-states`` of those states per seed): the agent's
    estimate of E[u1 | u_t] (its own estimator, K, c and proposal) against the exact posterior mean of the target in
    the latent space u = atanh(a) (a grid over [-2.5, 2.5]^d, ``--latent-grid`` points per axis, so |a| <= 0.987),
@@ -122,6 +121,12 @@ def exact_policy(critic: TwinCritic, obs: Tensor, temperature: float, n: int, *,
                      n=n, dim=dim)
 
 
+def spread(grid: ExactGrid) -> Tensor:
+    """sqrt(tr Cov) of the grid's target (the cell masses at the grid points), a scalar tensor."""
+    w = torch.softmax(grid.log_p, 0)
+    return (w[:, None] * (grid.points - grid.mean()) ** 2).sum().sqrt()
+
+
 class GridActor:
     """Acts with the exact Boltzmann policy of an agent's own critics, state by state: "target" draws one
     exact sample, "greedy" takes the grid maximiser. Has what :func:`rfm_teach.train.evaluate` uses of an
@@ -159,16 +164,14 @@ def fit_rows(agent: Agent, states: Tensor, *, samples: int, n: int, bins: int, g
             q_grid, w = grid.log_p * lam, torch.softmax(grid.log_p, 0)
             with torch.no_grad():
                 q_mine = critic.q_min(states[s, f].expand(samples, -1), mine.float()).double()
-            target_mean = grid.mean()
-            target_spread = ((w[:, None] * (grid.points - target_mean) ** 2).sum()).sqrt()
             rows.append({"seed": s, "temperature": lam,
                          "tv": grid_tv(mine, grid, bins=bins), "tv_floor": grid_tv(exact, grid, bins=bins),
                          "sw2": sliced_wasserstein(mine, reference, generator=gen),
                          "sw2_floor": sliced_wasserstein(exact, reference, generator=gen),
                          "value_gap": float(w @ q_grid - q_mine.mean()),
                          "temperature_cost": float(q_grid.max() - w @ q_grid),
-                         "mean_shift": float((mine.mean(0) - target_mean).norm()),
-                         "target_spread": float(target_spread), "actor_spread": float(mine.var(0).sum().sqrt())})
+                         "mean_shift": float((mine.mean(0) - grid.mean()).norm()),
+                         "target_spread": float(spread(grid)), "actor_spread": float(mine.var(0).sum().sqrt())})
     return rows
 
 

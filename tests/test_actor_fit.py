@@ -78,7 +78,7 @@ def test_grid_actor_samples_the_target_and_takes_its_maximiser(rfm_run):
     greedy = actor.act(obs[:, :1], "greedy", gens)
     for s in range(2):
         grid = actor_fit.exact_policy(actor.critics[s], obs[s, 0], actor.temperatures[s], 65)
-        spread = float(torch.softmax(grid.log_p, 0) @ (grid.points - grid.mean()).pow(2).sum(-1)) ** 0.5
+        spread = float(actor_fit.spread(grid))
         assert float((samples[s].double().mean(0) - grid.mean()).norm()) < 5 * spread / 4000**0.5 + 1e-3
         with torch.no_grad():
             q = actor.critics[s].q_min(obs[s, :1].expand(65, -1), grid.points.float())
@@ -97,7 +97,7 @@ def test_regression_target_moves_with_particles_that_are_off_target(rfm_run):
     critics, lams = actor_fit.seed_critics(agent), actor_fit.temperatures(agent)
     gen = torch.Generator().manual_seed(3)
     grids = [actor_fit.exact_policy(critics[s], states[s, 0], lams[s], 401, latent=True) for s in range(2)]
-    spreads = [float((torch.softmax(g.log_p, 0) @ (g.points - g.mean()) ** 2).sum().sqrt()) for g in grids]
+    spreads = [float(actor_fit.spread(g)) for g in grids]
 
     def shifted_latents(obs, n, gens):
         return torch.stack([(g.sample(n, gen) + 3 * sd).float() for g, sd in zip(grids, spreads)])
