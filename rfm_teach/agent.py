@@ -574,12 +574,24 @@ class Agent:
         return particles, u1, self.critic_target.q_min(next_obs, torch.tanh(u_next))
 
     def _update_flow(self, batch: dict[str, Tensor]) -> dict[str, float | Tensor]:
-        cfg, obs, gen = self.config, batch["obs"], self.generator
+        cfg = self.config
         with torch.no_grad():
             # The M particles are drawn once: they feed the Boltzmann choice of u1 and the proposal.
             n = cfg.particles if (cfg.endpoints == "boltzmann" or cfg.proposal == "policy") else 1
             particles, u1, next_value = self._endpoints_and_next_value(batch, n)
         critic_loss = self._critic_update(batch, next_value)
+        info = self.actor_update(batch["obs"], particles, u1)
+        self._polyak()
+        return {"critic_loss": critic_loss, **info}
+
+    def actor_update(self, obs: Tensor, particles: Tensor, u1: Tensor) -> dict[str, Tensor]:
+        """One actor step at the states ``obs`` (B, ds), seed-major, towards the Boltzmann policy of the current
+        critic: the regression target at u_t placed around the endpoints ``u1`` (B, d) is the configured
+        estimate of E[u1 | u_t], with ``particles`` (B, M, d) as the proposal's prior samples
+        (``proposal="policy"``; online the policy's own, which also give u1), or the exact mean with
+        ``exact_target``, or QSM's. Per-seed metrics (S,): actor_loss, ess, c (NaN where undefined), temperature.
+        """
+        cfg = self.config
         temp, row_temp = self._seed_temperature(), self._row_temperature(obs.shape[0], 2)
 
         def q(a: Tensor) -> Tensor:  # draws (B, K, d) -> (B, K): the state-conditioned (updated) critic
@@ -603,12 +615,11 @@ class Agent:
         else:
             exact_mu1, prior = None, (particles if cfg.proposal == "policy" else None)
         actor_loss, info = self.actor.loss(obs, u1, target, temperature=temp, K=cfg.K, cv=cfg.cv,
-                                           generator=gen, exact_mu1=exact_mu1, prior_samples=prior,
+                                           generator=self.generator, exact_mu1=exact_mu1, prior_samples=prior,
                                            mixture=cfg.mixture, adaptive=cfg.adaptive_share, check=False)
         self._step(self.actor_optim, actor_loss, list(self.actor.parameters()))
-        self._polyak()
         nan = torch.full((self.n_seeds,), math.nan, device=self.device)
-        return {"critic_loss": critic_loss, "actor_loss": info["loss"],
+        return {"actor_loss": info["loss"],
                 "ess": nan if info.get("ess") is None else info["ess"],
                 "c": nan if info.get("c") is None else info["c"],
                 "temperature": self.temperature}
