@@ -110,3 +110,36 @@ def test_regression_target_moves_with_particles_that_are_off_target(rfm_run):
         assert abs(off["lean"]) > 0.1 and abs(exact["lean"]) < abs(off["lean"]) / 2
         assert off["bias2"] > 3 * exact["bias2"]
         assert exact["bias2"] + exact["variance"] < exact["posterior_var"]
+
+
+def test_refit_on_a_frozen_critic_trains_only_the_actor_towards_its_target(rfm_run):
+    """benchmarks/actor_refit.py: the pool comes from the newest transitions, the critic stays as it was, the
+    exact bank samples the target, both arms start from the same measured checkpoint, a refit repeats
+    exactly, and 200 updates with exact particles bring the actor closer to its target."""
+    import actor_refit
+
+    buffers = reeval._finished(rfm_run)[1]["buffers"]
+    states = actor_refit.recent_states(buffers, 8)
+    assert states.shape == (2, 8, 3)
+    torch.testing.assert_close(states[:, -1], torch.stack([torch.as_tensor(b["obs"][b["size"] - 1]) for b in buffers]))
+    with pytest.raises(ValueError, match="holds 300 transitions; --pool 301"):
+        actor_refit.recent_states(buffers, 301)
+
+    kwargs = dict(batch=32, fit_states=4, samples=256, n=65, bins=8, seeds=[0, 1])
+    rows = {}
+    for arm in ("actor", "exact", "exact"):
+        _, agent, _, _ = reeval.load_agent(rfm_run)
+        critic = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+        bank = actor_refit.exact_bank(agent, states, n=65, size=512, seeds=[0, 1]) if arm == "exact" else None
+        rows.setdefault(arm, []).append(actor_refit.refit(agent, states, arm, measure=(0, 200), bank=bank, **kwargs))
+        assert all(torch.equal(v, critic[k]) for k, v in agent.critic.state_dict().items())
+    grid = actor_fit.exact_policy(actor_fit.seed_critics(agent)[1], states[1, 2], actor_fit.temperatures(agent)[1], 65)
+    torch.testing.assert_close(torch.tanh(bank[8 + 2]).double().mean(0), grid.mean(), atol=0.05, rtol=0)
+    assert rows["exact"][0] == rows["exact"][1]
+    (actor,), (exact, _) = rows["actor"], rows["exact"]
+    assert [r for r in actor if r["update"] == 0] == [{**r, "arm": "actor"} for r in exact if r["update"] == 0]
+
+    def ratio(rows, update):
+        return torch.tensor([r["sw2"] / r["sw2_floor"] for r in rows if r["update"] == update]).median()
+
+    assert ratio(exact, 200) < ratio(exact, 0)
