@@ -16,13 +16,15 @@ differ only in the M particles the proposal is built from:
   ``--bank`` samples per state on the ``--grid`` grid over the action box, mapped to u = atanh(a)). With
   these the estimate is close to exact (:mod:`actor_fit`'s regression-target measurement).
 
-At each update count in ``--measure`` it measures the fit at the first ``--fit-states`` pool states of each
-seed with :func:`actor_fit.fit_rows` (sliced W2 and TV beside the floor of as many exact samples, spread,
-mean shift, the value given up in lambda units).
+At each update count in ``--measure`` it measures the fit at ``--fit-states`` of the pool states of each seed
+(evenly spread over the pool) with :func:`actor_fit.fit_rows` (sliced W2 and TV beside the floor of as many
+exact samples, spread, mean shift, the value given up in lambda units).
 
 Read together: "exact" reaching the floor while "actor" stays off says the actor's own particles hold it
 back; both reaching it says that online it is the moving critic; neither says the network, the optimiser
-or the estimator itself.
+or the estimator itself. A pool of 64 states per seed is an easier problem than the whole buffer: the
+actor arm needs no exact samples, so ``--arms actor --pool 1000`` trains on every one of the last 1000
+transitions and measures the fit at the same kind of states.
 
 Writes ``<out-root>/<run-id>/refit.csv`` (one row per arm, update count and state) and a manifest naming the
 source run's command and commit.
@@ -84,12 +86,13 @@ def exact_bank(agent: Agent, states: Tensor, *, n: int, size: int, seeds: list[i
 def refit(agent: Agent, states: Tensor, arm: str, *, batch: int, measure: tuple[int, ...], fit_states: int,
           samples: int, n: int, bins: int, seeds: list[int], bank: Tensor | None = None) -> list[dict]:
     """Train ``agent``'s actor alone on ``states`` (S, P, ds), ``batch`` states per seed and update, up to the
-    largest count in ``measure``; the fit at the first ``fit_states`` states of each seed at each count
-    (0: the checkpoint's actor). ``bank``: the exact arm's :func:`exact_bank`."""
+    largest count in ``measure``; the fit at ``fit_states`` states of each seed, evenly spread over the pool, at
+    each count (0: the checkpoint's actor). ``bank``: the exact arm's :func:`exact_bank`."""
     S, P, ds = states.shape
     M = agent.config.particles
     agent.generator = gens = SeedGenerators([7919 * s + REFIT_OFFSET for s in seeds])
     flat, offsets = states.reshape(S * P, ds), (torch.arange(S) * P)[:, None]
+    measured = torch.linspace(0, P - 1, fit_states).round().long()  # spread over the pool, as the pool over the buffer
     rows, done = [], 0
     for count in tqdm(sorted(set(measure)), desc=arm, leave=False):
         for _ in range(count - done):
@@ -104,9 +107,9 @@ def refit(agent: Agent, states: Tensor, arm: str, *, batch: int, measure: tuple[
             agent.actor_update(obs, particles, u1)
         done = count
         fit_gens = SeedGenerators([7919 * s + REFIT_OFFSET + 1 for s in seeds])  # the same exact samples each time
-        fit = fit_rows(agent, states[:, :fit_states], samples=samples, n=n, bins=bins, gens=fit_gens)
-        rows += [{**row, "arm": arm, "update": count, "seed": seeds[row["seed"]], "state": i % fit_states}
-                 for i, row in enumerate(fit)]
+        fit = fit_rows(agent, states[:, measured], samples=samples, n=n, bins=bins, gens=fit_gens)
+        rows += [{**row, "arm": arm, "update": count, "seed": seeds[row["seed"]],
+                  "state": int(measured[i % fit_states])} for i, row in enumerate(fit)]
     return rows
 
 
@@ -117,7 +120,8 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=64, help="states per seed the actor is refitted on (default 64)")
     p.add_argument("--measure", type=int, nargs="+", default=[0, 250, 500, 1000, 2000, 3000],
                    help="update counts at which to measure the fit (default 0 250 500 1000 2000 3000)")
-    p.add_argument("--fit-states", type=int, default=16, help="pool states per seed the fit is measured at (default 16)")
+    p.add_argument("--fit-states", type=int, default=16,
+                   help="pool states per seed the fit is measured at, evenly spread (default 16)")
     p.add_argument("--bank", type=int, default=1024, help="exact samples per state for the exact arm (default 1024)")
     p.add_argument("--samples", type=int, default=512, help="policy and exact samples per state (default 512)")
     p.add_argument("--grid", type=int, default=129, help="grid points per action axis for the fit (default 129)")
