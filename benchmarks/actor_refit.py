@@ -24,7 +24,7 @@ Read together: "exact" reaching the floor while "actor" stays off says the actor
 back; both reaching it says that online it is the moving critic; neither says the network, the optimiser
 or the estimator itself. A pool of 64 states per seed is an easier problem than the whole buffer: the
 actor arm needs no exact samples, so ``--arms actor --pool 1000`` trains on every one of the last 1000
-transitions and measures the fit at the same kind of states.
+transitions and measures the fit at the same kind of states; ``--actor-lr`` replaces the run's learning rate.
 
 Writes ``<out-root>/<run-id>/refit.csv`` (one row per arm, update count and state) and a manifest naming the
 source run's command and commit.
@@ -122,6 +122,8 @@ def main() -> None:
                    help="update counts at which to measure the fit (default 0 250 500 1000 2000 3000)")
     p.add_argument("--fit-states", type=int, default=16,
                    help="pool states per seed the fit is measured at, evenly spread (default 16)")
+    p.add_argument("--actor-lr", type=float, default=None,
+                   help="the actor's Adam learning rate for the refit (default: the run's own)")
     p.add_argument("--bank", type=int, default=1024, help="exact samples per state for the exact arm (default 1024)")
     p.add_argument("--samples", type=int, default=512, help="policy and exact samples per state (default 512)")
     p.add_argument("--grid", type=int, default=129, help="grid points per action axis for the fit (default 129)")
@@ -132,8 +134,8 @@ def main() -> None:
     if min(args.measure) < 0 or not 1 <= args.fit_states <= args.pool or min(args.samples, args.bins, args.bank) < 1:
         raise SystemExit(f"need --measure >= 0, 1 <= --fit-states <= --pool, --samples, --bins and --bank >= 1; got "
                          f"{args.measure}, {args.fit_states}, {args.pool}, {args.samples}, {args.bins}, {args.bank}")
-    if args.grid < 3:
-        raise SystemExit(f"--grid must be >= 3; got {args.grid}")
+    if args.grid < 3 or not (args.actor_lr is None or args.actor_lr > 0):
+        raise SystemExit(f"--grid must be >= 3 and --actor-lr > 0; got {args.grid}, {args.actor_lr}")
     torch.set_num_threads(1)
     run = Path(args.run)
     t0, rows = time.perf_counter(), []
@@ -142,6 +144,9 @@ def main() -> None:
         if config.agent.algo != "rfm" or agent.act_dim > 2:
             raise SystemExit(f"{str(run)!r}: the refit is for flow-family runs (algo 'rfm') with 1 or 2 action "
                              f"dimensions; got algo {config.agent.algo!r}, {agent.act_dim} dimensions")
+        if args.actor_lr is not None:
+            for group in agent.actor_optim.param_groups:
+                group["lr"] = args.actor_lr
         states = recent_states(_finished(run)[1]["buffers"], args.pool)
         bank = exact_bank(agent, states, n=args.grid, size=args.bank, seeds=seeds) if arm == "exact" else None
         rows += refit(agent, states, arm, batch=config.batch_size, measure=tuple(args.measure),
@@ -160,7 +165,8 @@ def main() -> None:
                    extra={"experiment": "actor_refit", "arms": args.arms, "pool": args.pool, "recent": RECENT,
                           "measure": sorted(set(args.measure)), "fit_states": args.fit_states,
                           "samples": args.samples, "grid": args.grid, "bins": args.bins,
-                          "bank": args.bank, "batch": config.batch_size, "source": source})
+                          "bank": args.bank, "batch": config.batch_size,
+                          "actor_lr": agent.actor_optim.param_groups[0]["lr"], "source": source})
     print(f"wrote {out}")
 
 
