@@ -110,20 +110,14 @@ def temperatures(agent: Agent) -> list[float]:
     return agent.log_alpha.exp().tolist() if agent.config.algo == "sac" else list(agent.temperatures)
 
 
-def critic_target(critic: TwinCritic, obs: Tensor, temperature: float, *, latent: bool = False) -> Boltzmann:
-    """pi(a|s) ∝ exp(min_i Q_i(s, a) / temperature) for one state ``obs`` (ds,), in float64; with ``latent``
-    the same policy as a density over u = atanh(a)."""
+def exact_policy(critic: TwinCritic, obs: Tensor, temperature: float, n: int, *, latent: bool = False) -> ExactGrid:
+    """pi(a|s) ∝ exp(min_i Q_i(s, a) / temperature) on an n^d grid over [-1, 1]^d, for one state ``obs`` (ds,);
+    with ``latent`` the same policy as a density over u = atanh(a), on [-LATENT_EXTENT, LATENT_EXTENT]^d."""
     def q(a: Tensor) -> Tensor:
         return critic.q_min(obs.expand(*a.shape[:-1], -1), a.float()).double()
 
-    return Boltzmann(q, temperature, squash=latent, check=False)
-
-
-def exact_policy(critic: TwinCritic, obs: Tensor, temperature: float, n: int, *, latent: bool = False) -> ExactGrid:
-    """:func:`critic_target` on an n^d grid over [-1, 1]^d; with ``latent`` over u = atanh(a), on
-    [-LATENT_EXTENT, LATENT_EXTENT]^d."""
     dim = critic.nets[0][0].in_features - obs.shape[-1]
-    return ExactGrid(critic_target(critic, obs, temperature, latent=latent), extent=LATENT_EXTENT if latent else 1.0,
+    return ExactGrid(Boltzmann(q, temperature, squash=latent, check=False), extent=LATENT_EXTENT if latent else 1.0,
                      n=n, dim=dim)
 
 
