@@ -584,7 +584,7 @@ class Agent:
         self._polyak()
         return {"critic_loss": critic_loss, **info}
 
-    def actor_update(self, obs: Tensor, particles: Tensor, u1: Tensor) -> dict[str, Tensor]:
+    def actor_update(self, obs: Tensor, particles: Tensor, u1: Tensor) -> dict[str, float | list[float] | Tensor]:
         """One actor step at the states ``obs`` (B, ds), seed-major, towards the Boltzmann policy of the current
         critic: the regression target at u_t placed around the endpoints ``u1`` (B, d) is the configured
         estimate of E[u1 | u_t], with ``particles`` (B, M, d) as the proposal's prior samples
