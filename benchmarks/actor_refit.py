@@ -139,6 +139,7 @@ def main() -> None:
     torch.set_num_threads(1)
     run = Path(args.run)
     t0, rows = time.perf_counter(), []
+    states = recent_states(_finished(run)[1]["buffers"], args.pool)  # the same pool for every arm
     for arm in args.arms:
         seeds, agent, config, source = load_agent(run)  # each arm starts from the checkpoint
         if config.agent.algo != "rfm" or agent.act_dim > 2:
@@ -147,7 +148,6 @@ def main() -> None:
         if args.actor_lr is not None:
             for group in agent.actor_optim.param_groups:
                 group["lr"] = args.actor_lr
-        states = recent_states(_finished(run)[1]["buffers"], args.pool)
         bank = exact_bank(agent, states, n=args.grid, size=args.bank, seeds=seeds) if arm == "exact" else None
         rows += refit(agent, states, arm, batch=config.batch_size, measure=tuple(args.measure),
                       fit_states=args.fit_states, samples=args.samples, n=args.grid, bins=args.bins, seeds=seeds,

@@ -85,7 +85,6 @@ def test_grid_actor_samples_the_target_and_takes_its_maximiser(rfm_run):
             assert float(actor.critics[s].q_min(obs[s, :1], greedy[s])) == pytest.approx(float(q.max()), abs=1e-6)
 
 
-
 def test_regression_target_moves_with_particles_that_are_off_target(rfm_run):
     """The third measurement reads what it claims. With plain self-normalised importance sampling (c = 0),
     exact particles in the proposal give an estimate better than one exact posterior draw that does not move
