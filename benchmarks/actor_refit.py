@@ -25,6 +25,9 @@ back; both reaching it says that online it is the moving critic; neither says th
 or the estimator itself. A pool of 64 states per seed is an easier problem than the whole buffer: the
 actor arm needs no exact samples, so ``--arms actor --pool 1000`` trains on every one of the last 1000
 transitions and measures the fit at the same kind of states; ``--actor-lr`` replaces the run's learning rate.
+``--fresh-hidden H`` asks whether the network's width is what caps that fit: it trains a new actor of width H
+(initialised as a fresh run's, with a fresh optimiser; the run's other settings) from scratch on the same
+frozen critic, so that runs with different H differ only in the width.
 
 Writes ``<out-root>/<run-id>/refit.csv`` (one row per arm, update count and state) and a manifest naming the
 source run's command and commit.
@@ -40,6 +43,7 @@ import argparse
 import csv
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -83,6 +87,16 @@ def exact_bank(agent: Agent, states: Tensor, *, n: int, size: int, seeds: list[i
     return torch.stack(bank)
 
 
+def fresh_actor(agent: Agent, hidden: int, seeds: list[int]) -> Agent:
+    """An agent with ``agent``'s settings but an actor of width ``hidden``, initialised as a fresh run with
+    ``seeds`` would be (its optimiser fresh too), holding ``agent``'s critic, target critic and temperatures."""
+    fresh = Agent(agent.obs_dim, agent.act_dim, replace(agent.config, hidden=hidden), device="cpu", seed=seeds)
+    fresh.critic.load_state_dict(agent.critic.state_dict())
+    fresh.critic_target.load_state_dict(agent.critic_target.state_dict())
+    fresh.temperatures = list(agent.temperatures)
+    return fresh
+
+
 def refit(agent: Agent, states: Tensor, arm: str, *, batch: int, measure: tuple[int, ...], fit_states: int,
           samples: int, n: int, bins: int, seeds: list[int], bank: Tensor | None = None) -> list[dict]:
     """Train ``agent``'s actor alone on ``states`` (S, P, ds), ``batch`` states per seed and update, up to the
@@ -124,6 +138,8 @@ def main() -> None:
                    help="pool states per seed the fit is measured at, evenly spread (default 16)")
     p.add_argument("--actor-lr", type=float, default=None,
                    help="the actor's Adam learning rate for the refit (default: the run's own)")
+    p.add_argument("--fresh-hidden", type=int, default=None,
+                   help="train a new actor of this width from scratch instead of the checkpoint's (default: off)")
     p.add_argument("--bank", type=int, default=1024, help="exact samples per state for the exact arm (default 1024)")
     p.add_argument("--samples", type=int, default=512, help="policy and exact samples per state (default 512)")
     p.add_argument("--grid", type=int, default=129, help="grid points per action axis for the fit (default 129)")
@@ -134,8 +150,10 @@ def main() -> None:
     if min(args.measure) < 0 or not 1 <= args.fit_states <= args.pool or min(args.samples, args.bins, args.bank) < 1:
         raise SystemExit(f"need --measure >= 0, 1 <= --fit-states <= --pool, --samples, --bins and --bank >= 1; got "
                          f"{args.measure}, {args.fit_states}, {args.pool}, {args.samples}, {args.bins}, {args.bank}")
-    if args.grid < 3 or not (args.actor_lr is None or args.actor_lr > 0):
-        raise SystemExit(f"--grid must be >= 3 and --actor-lr > 0; got {args.grid}, {args.actor_lr}")
+    if args.grid < 3 or not (args.actor_lr is None or args.actor_lr > 0) \
+            or not (args.fresh_hidden is None or args.fresh_hidden >= 1):
+        raise SystemExit(f"--grid must be >= 3, --actor-lr > 0 and --fresh-hidden >= 1; got {args.grid}, "
+                         f"{args.actor_lr}, {args.fresh_hidden}")
     torch.set_num_threads(1)
     run = Path(args.run)
     t0, rows = time.perf_counter(), []
@@ -145,6 +163,8 @@ def main() -> None:
         if config.agent.algo != "rfm" or agent.act_dim > 2:
             raise SystemExit(f"{str(run)!r}: the refit is for flow-family runs (algo 'rfm') with 1 or 2 action "
                              f"dimensions; got algo {config.agent.algo!r}, {agent.act_dim} dimensions")
+        if args.fresh_hidden is not None:
+            agent = fresh_actor(agent, args.fresh_hidden, seeds)
         if args.actor_lr is not None:
             for group in agent.actor_optim.param_groups:
                 group["lr"] = args.actor_lr
@@ -166,7 +186,8 @@ def main() -> None:
                           "measure": sorted(set(args.measure)), "fit_states": args.fit_states,
                           "samples": args.samples, "grid": args.grid, "bins": args.bins,
                           "bank": args.bank, "batch": config.batch_size,
-                          "actor_lr": agent.actor_optim.param_groups[0]["lr"], "source": source})
+                          "actor_lr": agent.actor_optim.param_groups[0]["lr"], "fresh_hidden": args.fresh_hidden,
+                          "source": source})
     print(f"wrote {out}")
 
 

@@ -142,3 +142,25 @@ def test_refit_on_a_frozen_critic_trains_only_the_actor_towards_its_target(rfm_r
         return torch.tensor([r["sw2"] / r["sw2_floor"] for r in rows if r["update"] == update]).median()
 
     assert ratio(exact, 200) < ratio(exact, 0)
+
+
+def test_a_fresh_actor_of_another_width_starts_as_a_new_run_on_the_same_frozen_critic(rfm_run):
+    """actor_refit.fresh_actor: the width asked for, the initial weights of a fresh run with those seeds, and
+    the checkpoint's critics and temperatures, which a refit then leaves as they were."""
+    import actor_refit
+
+    from rfm_teach.agent import Agent
+
+    _, agent, _, _ = reeval.load_agent(rfm_run)
+    fresh = actor_refit.fresh_actor(agent, 16, [0, 1])
+    new_run = Agent(agent.obs_dim, agent.act_dim, dataclasses.replace(agent.config, hidden=16), seed=[0, 1])
+    assert fresh.config.hidden == 16 and fresh.temperatures == agent.temperatures
+    for mine, theirs in ((fresh.actor, new_run.actor), (fresh.critic, agent.critic),
+                         (fresh.critic_target, agent.critic_target)):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+    critic = {k: v.clone() for k, v in fresh.critic.state_dict().items()}
+    states = actor_refit.recent_states(reeval._finished(rfm_run)[1]["buffers"], 8)
+    rows = actor_refit.refit(fresh, states, "actor", batch=32, measure=(0, 20), fit_states=2, samples=128, n=33,
+                             bins=8, seeds=[0, 1])
+    assert sorted({r["update"] for r in rows}) == [0, 20] and len(rows) == 2 * 2 * 2
+    assert all(torch.equal(v, critic[k]) for k, v in fresh.critic.state_dict().items())
