@@ -27,7 +27,9 @@ actor arm needs no exact samples, so ``--arms actor --pool 1000`` trains on ever
 transitions and measures the fit at the same kind of states; ``--actor-lr`` replaces the run's learning rate.
 ``--fresh-hidden H`` asks whether the network's width is what caps that fit: it trains a new actor of width H
 (initialised as a fresh run's, with a fresh optimiser; the run's other settings) from scratch on the same
-frozen critic, so that runs with different H differ only in the width.
+frozen critic, so that runs with different H differ only in the width. ``--batch`` (states per seed and update)
+and ``--K`` (importance draws per estimate) replace the run's, to ask whether the noise of each update is what
+holds the fit: the first averages the gradient over more states, the second makes each regression target less noisy.
 
 Writes ``<out-root>/<run-id>/refit.csv`` (one row per arm, update count and state) and a manifest naming the
 source run's command and commit.
@@ -140,6 +142,8 @@ def main() -> None:
                    help="the actor's Adam learning rate for the refit (default: the run's own)")
     p.add_argument("--fresh-hidden", type=int, default=None,
                    help="train a new actor of this width from scratch instead of the checkpoint's (default: off)")
+    p.add_argument("--batch", type=int, default=None, help="states per seed and update (default: the run's batch size)")
+    p.add_argument("--K", type=int, default=None, help="importance draws per estimate (default: the run's K)")
     p.add_argument("--bank", type=int, default=1024, help="exact samples per state for the exact arm (default 1024)")
     p.add_argument("--samples", type=int, default=512, help="policy and exact samples per state (default 512)")
     p.add_argument("--grid", type=int, default=129, help="grid points per action axis for the fit (default 129)")
@@ -151,9 +155,9 @@ def main() -> None:
         raise SystemExit(f"need --measure >= 0, 1 <= --fit-states <= --pool, --samples, --bins and --bank >= 1; got "
                          f"{args.measure}, {args.fit_states}, {args.pool}, {args.samples}, {args.bins}, {args.bank}")
     if args.grid < 3 or not (args.actor_lr is None or args.actor_lr > 0) \
-            or not (args.fresh_hidden is None or args.fresh_hidden >= 1):
-        raise SystemExit(f"--grid must be >= 3, --actor-lr > 0 and --fresh-hidden >= 1; got {args.grid}, "
-                         f"{args.actor_lr}, {args.fresh_hidden}")
+            or any(v is not None and v < 1 for v in (args.fresh_hidden, args.batch, args.K)):
+        raise SystemExit(f"--grid must be >= 3, --actor-lr > 0 and --fresh-hidden, --batch and --K >= 1; got "
+                         f"{args.grid}, {args.actor_lr}, {args.fresh_hidden}, {args.batch}, {args.K}")
     torch.set_num_threads(1)
     run = Path(args.run)
     t0, rows = time.perf_counter(), []
@@ -165,11 +169,14 @@ def main() -> None:
                              f"dimensions; got algo {config.agent.algo!r}, {agent.act_dim} dimensions")
         if args.fresh_hidden is not None:
             agent = fresh_actor(agent, args.fresh_hidden, seeds)
+        if args.K is not None:
+            agent.config = replace(agent.config, K=args.K)
+        batch = args.batch or config.batch_size
         if args.actor_lr is not None:
             for group in agent.actor_optim.param_groups:
                 group["lr"] = args.actor_lr
         bank = exact_bank(agent, states, n=args.grid, size=args.bank, seeds=seeds) if arm == "exact" else None
-        rows += refit(agent, states, arm, batch=config.batch_size, measure=tuple(args.measure),
+        rows += refit(agent, states, arm, batch=batch, measure=tuple(args.measure),
                       fit_states=args.fit_states, samples=args.samples, n=args.grid, bins=args.bins, seeds=seeds,
                       bank=bank)
     for row in rows:
@@ -185,7 +192,7 @@ def main() -> None:
                    extra={"experiment": "actor_refit", "arms": args.arms, "pool": args.pool, "recent": RECENT,
                           "measure": sorted(set(args.measure)), "fit_states": args.fit_states,
                           "samples": args.samples, "grid": args.grid, "bins": args.bins,
-                          "bank": args.bank, "batch": config.batch_size,
+                          "bank": args.bank, "batch": batch, "K": agent.config.K,
                           "actor_lr": agent.actor_optim.param_groups[0]["lr"], "fresh_hidden": args.fresh_hidden,
                           "source": source})
     print(f"wrote {out}")

@@ -6,6 +6,11 @@ process, and the ratio of wall times is printed: the issue's bar is S = 5 seeds 
 of one. Then one update alone (:meth:`rfm_teach.agent.Agent.update` on random batches, no environment)
 for S = 1 and S, and the cost of S separate runs (S x one seed) beside it.
 
+``--profile`` also splits one RFM update's time by operator (torch.profiler, S = 1 against S): the dense
+arithmetic (matrix products, GELU), whose work grows with the number of seeds, against everything else, which
+batching shares. It says how far batching can go on this machine: where the arithmetic already dominates one
+seed's update, S seeds cannot cost much less than S times it.
+
 ``--identity`` also scans layer shapes for whether a batch of seeds gives each seed's numbers bit for
 bit: the share of shapes where S stacked SeedLinear layers give every seed the output and gradients of
 its layer alone (see :mod:`rfm_teach.seeds`).
@@ -15,7 +20,7 @@ Both sides of every ratio run with the same thread count.
 
 Usage::
 
-    python benchmarks/seeds.py --threads 1 --seeds 5 --steps 600 --identity
+    python benchmarks/seeds.py --threads 1 --seeds 5 --steps 600 --profile --identity
     python benchmarks/seeds.py --threads 2 --seeds 5 --steps 600     # every core of a 2-core machine
 """
 
@@ -49,7 +54,8 @@ def loop_seconds(env_id: str, algo: str, n_seeds: int, steps: int, extra: dict) 
         return time.perf_counter() - t0
 
 
-def update_ms(n_seeds: int, algo: str, updates: int, obs_dim: int = 3, act_dim: int = 1) -> float:
+def _update_setup(n_seeds: int, algo: str, obs_dim: int = 3, act_dim: int = 1) -> tuple[Agent, dict]:
+    """A tiny-preset agent for ``n_seeds`` seeds and one fixed random batch of 64 transitions per seed, warmed up."""
     config = make_config("tiny", agent={"algo": algo}).agent
     agent = Agent(obs_dim, act_dim, config, seed=list(range(n_seeds)))
     g = torch.Generator().manual_seed(0)
@@ -59,10 +65,35 @@ def update_ms(n_seeds: int, algo: str, updates: int, obs_dim: int = 3, act_dim: 
              "mask": torch.ones(n_seeds, B)}
     for _ in range(3):
         agent.update(batch)
+    return agent, batch
+
+
+def update_ms(n_seeds: int, algo: str, updates: int) -> float:
+    agent, batch = _update_setup(n_seeds, algo)
     t0 = time.perf_counter()
     for _ in range(updates):
         agent.update(batch)
     return 1000 * (time.perf_counter() - t0) / updates
+
+
+#: operator groups of the update's profile: dense arithmetic, whose work grows with the seeds, against the rest
+PROFILE_GROUPS = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+                  "GELU": ("aten::gelu", "aten::gelu_backward")}
+
+
+def update_profile(n_seeds: int, algo: str, updates: int) -> dict[str, float]:
+    """Self CPU ms per update (torch.profiler) in each of PROFILE_GROUPS and in every other operator ("rest")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    agent, batch = _update_setup(n_seeds, algo)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(updates):
+            agent.update(batch)
+    totals = dict.fromkeys([*PROFILE_GROUPS, "rest"], 0.0)
+    for event in prof.key_averages():
+        group = next((name for name, ops in PROFILE_GROUPS.items() if event.key in ops), "rest")
+        totals[group] += event.self_cpu_time_total / 1000 / updates
+    return totals
 
 
 def identity_scan(n_seeds: int = 5) -> dict:
@@ -102,6 +133,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600, help="loop steps per run (tiny preset: 256 warm-up, then one update per step)")
     ap.add_argument("--updates", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one rfm update by operator group (torch.profiler), 1 seed against S")
     ap.add_argument("--identity", action="store_true", help="also scan layer shapes for bit-identical seeds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,10 +152,14 @@ def main() -> None:
         rows.append({"what": f"one update, {algo} (ms)", "one_seed_s": one, "batch_s": many, "ratio": many / one})
         print(rows[-1], flush=True)
     result = {"command": f"python benchmarks/seeds.py --threads {args.threads} --seeds {S} --steps {args.steps}"
-                         + (" --identity" if args.identity else ""),
+                         + (" --profile" if args.profile else "") + (" --identity" if args.identity else ""),
               "seeds": S, "threads": args.threads, "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "git": git_state(exclude=RESULTS),
               "rows": rows}
+    if args.profile:
+        one, many = update_profile(1, "rfm", args.updates), update_profile(S, "rfm", args.updates)
+        result["profile"] = {"one_seed_ms": one, "batch_ms": many}
+        print(result["profile"], flush=True)
     if args.identity:
         result["identity"] = identity_scan(S)
         print(result["identity"])
@@ -135,6 +172,16 @@ def main() -> None:
              f"| what | one seed | {S} seeds batched | ratio (bar: <= 2) | {S} separate runs |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['what']} | {r['one_seed_s']:.2f} | {r['batch_s']:.2f} | {r['ratio']:.2f}x | {S}.00x |")
+    if args.profile:
+        one, many = result["profile"]["one_seed_ms"], result["profile"]["batch_ms"]
+        lines += ["", f"Where one rfm update's time goes (self CPU ms per update under torch.profiler, which adds its own "
+                      f"overhead; {args.updates} updates):", "",
+                  f"| operators | one seed | {S} seeds batched | ratio | share of one seed's update |", "|---|---|---|---|---|"]
+        for group in one:
+            lines.append(f"| {group} | {one[group]:.2f} | {many[group]:.2f} | {many[group] / one[group]:.2f}x | "
+                         f"{one[group] / sum(one.values()):.0%} |")
+        lines.append(f"| all | {sum(one.values()):.2f} | {sum(many.values()):.2f} | "
+                     f"{sum(many.values()) / sum(one.values()):.2f}x | 100% |")
     if args.identity:
         c = result["identity"]
         lines += ["", "Bit-identical seeds (forward and backward of S stacked SeedLinear layers against each layer alone, "
