@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rfm_teach.agent import Agent
 from rfm_teach.seeds import SeedGenerators
 from rfm_teach.train import make_config, train_seeds
 
@@ -148,8 +149,6 @@ def test_a_fresh_actor_of_another_width_starts_as_a_new_run_on_the_same_frozen_c
     """actor_refit.fresh_actor: the width asked for, the initial weights of a fresh run with those seeds, and
     the checkpoint's critics and temperatures, which a refit then leaves as they were."""
     import actor_refit
-
-    from rfm_teach.agent import Agent
 
     _, agent, _, _ = reeval.load_agent(rfm_run)
     fresh = actor_refit.fresh_actor(agent, 16, [0, 1])
